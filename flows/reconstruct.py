@@ -1,0 +1,139 @@
+"""The reconstruct flow: every pending image -> one task -> its own chunk in the store.
+
+Each task reads one image where it runs (:func:`pipeline.datasets.load_item`),
+reconstructs it (:func:`pipeline.csc.reconstruct_image`) and writes it
+(:func:`pipeline.store.write_image`), so pixels never travel through the
+client.  Tasks are submitted in a bounded window, which keeps the client's
+memory independent of the data set's size and drives the progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, as_completed
+from tqdm import tqdm
+
+from pipeline.csc import CSCOptions, reconstruct_image
+from pipeline.datasets import Dataset, ImageReadError, load_item
+from pipeline.store import open_store, pending, write_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, failures (name -> reason) and where the store is."""
+
+    store: Path
+    total: int
+    done_before: int
+    done_now: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> int:
+        return self.done_before + self.done_now
+
+
+class StrictModeError(RuntimeError):
+    """An image failed and the run was asked to stop at the first failure."""
+
+
+def reconstruct_task(index, item, basis, *, store_path, options, size, fit):
+    """Load, reconstruct and store image ``index``; return (index, n_iter, error)."""
+    try:
+        image = load_item(item, size=size, fit=fit)
+    except ImageReadError as err:
+        return index, 0, str(err)
+    result, n_iter = reconstruct_image(image, basis, options)
+    write_image(store_path, index, result, n_iter)
+    return index, n_iter, None
+
+
+def reconstruct_dataset(
+    client: Client,
+    dataset: Dataset,
+    *,
+    basis: np.ndarray,
+    basis_record: dict,
+    options: CSCOptions,
+    store_path: Path,
+    dtype: str = "uint8",
+    attrs: dict | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Reconstruct every image of ``dataset`` not yet done into the store at ``store_path``.
+
+    ``basis`` is a validated (P, P, 3, M) array (:func:`pipeline.basis.load_basis`),
+    sent once to every worker; ``basis_record`` (file name and checksum) goes
+    into the store's settings.  Images that cannot be read are skipped and recorded
+    (``strict`` stops at the first instead); a re-run does only what is left.
+    """
+    started = time.perf_counter()
+    size = dataset.image_size or _first_image_size(dataset)
+    settings = {
+        "dataset": {"name": dataset.name, "image_size": size, "fit": dataset.fit},
+        "basis": basis_record,
+        "csc": options.as_dict(),
+    }
+    store_path = Path(store_path).resolve()
+    group = open_store(store_path, names=dataset.names, image_shape=(size, size, 3),
+                       dtype=dtype, settings=settings, labels=dataset.labels,
+                       attrs=attrs, overwrite=overwrite)
+    todo = pending(group)
+    summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
+    if summary.done_before:
+        log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
+    basis_future = client.scatter(basis, broadcast=True)
+    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
+
+    def submit(index: int):
+        return client.submit(reconstruct_task, int(index), dataset.items[index], basis_future,
+                             key=f"reconstruct-{store_path.name}-{index}", pure=False, **task)
+
+    window = max(4, 4 * sum(client.nthreads().values()))
+    queue = iter(todo)
+    running = as_completed([submit(i) for _, i in zip(range(window), queue, strict=False)])
+    with tqdm(total=len(dataset), initial=summary.done_before, unit="img",
+              disable=not progress, desc="reconstruct") as bar:
+        for future in running:
+            index, _, error = future.result()
+            future.release()
+            if error is None:
+                summary.done_now += 1
+            else:
+                summary.failed[dataset.names[index]] = error
+                log.warning("skipped %s", error)
+                if strict:
+                    client.cancel(list(running.futures))
+                    raise StrictModeError(f"{error} (--strict stops at the first bad image)")
+            bar.update()
+            next_index = next(queue, None)
+            if next_index is not None:
+                running.add(submit(next_index))
+    summary.seconds = time.perf_counter() - started
+    group.attrs.update({
+        "failed": summary.failed,
+        "summary": {"total": summary.total, "done": summary.done,
+                    "failed": len(summary.failed), "seconds": round(summary.seconds, 2)},
+    })
+    return summary
+
+
+def _first_image_size(dataset: Dataset) -> int:
+    """Side of the data set's images when the config keeps their size: all must match it."""
+    image = dataset.load(0)
+    if image.shape[0] != image.shape[1]:
+        raise ImageReadError(f"{dataset.names[0]}: image_size is not set and the image is "
+                             f"not square ({image.shape[0]}x{image.shape[1]}); set "
+                             "dataset.image_size in the config")
+    return int(image.shape[0])
+

@@ -1,0 +1,288 @@
+"""Convolutional sparse coding: low/high split, reconstruction, dictionary learning.
+
+Every function here is a plain function over NumPy arrays (no Dask inside), so
+the same code runs in a test, in a notebook and on a Dask worker.
+
+Layouts, named once (see also :mod:`pipeline.basis`):
+
+- images are channels-last, ``(H, W, 3)`` for one image and ``(N, H, W, 3)``
+  for a batch, float32 in [0, 1];
+- a basis (dictionary) uses sporco's layout ``(P, P, 3, M)``: ``M`` filters of
+  ``P x P`` pixels over the three colour channels (one joint colour dictionary).
+
+References
+----------
+.. [1] B. Sun, N.-H. Tsai, F. Liu, R. Yu and H. Su, "Adversarial Defense by
+   Stratified Convolutional Sparse Coding", CVPR 2019, arXiv:1812.00037.
+.. [2] B. Wohlberg, "Efficient Algorithms for Convolutional Sparse
+   Representations", IEEE Trans. Image Process. 25(1), 2016,
+   doi:10.1109/TIP.2015.2495260.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import sporco.fft
+from sporco import signal
+from sporco.admm import cbpdn
+from sporco.dictlrn import cbpdndl
+
+
+@dataclass(frozen=True)
+class CSCOptions:
+    r"""Settings of the CSC reconstruction, defaults as in the reference [1]_.
+
+    The image ``s`` is split into a smooth part ``s_l`` (Tikhonov filter)
+    and a high-pass part ``s_h = s - s_l``.  The high-pass part is coded over
+    the dictionary ``{d_m}`` by convolutional basis pursuit denoising
+
+    .. math::
+       \min_{\{x_m\}} \frac{1}{2} \Big\| \sum_m d_m * x_m - s_h \Big\|_2^2
+       + \lambda \sum_m \| x_m \|_1
+
+    solved by ADMM (sporco ``ConvBPDN``) with circular (FFT) convolution, and
+    the result is ``s_l + sum_m d_m * x_m``.
+
+    Attributes
+    ----------
+    lmbda : float
+        Sparsity weight :math:`\lambda` of the objective above; 0.1 to 0.3
+        work, larger removes more detail (and more adversarial noise).
+    max_iter : int
+        Most ADMM iterations per image (sporco ``MaxMainIter``).
+    rel_stop_tol : float
+        Relative primal/dual residual tolerance that stops ADMM early
+        (sporco ``RelStopTol``); the reference stops after 59 to 88
+        iterations at ``lmbda=0.2``.
+    filter_lmbda : float
+        Regularisation of the Tikhonov low-pass filter that makes ``s_l``;
+        larger gives a smoother low-pass part and a richer high-pass part.
+    pad : int
+        Symmetric padding, in pixels, around the image for the low-pass filter.
+    output : {"clip", "max_rescale"}
+        ``"clip"`` clips ``s_l + D*X`` to [0, 1]; ``"max_rescale"`` divides
+        by the image's maximum first, as the reference did before saving.
+    """
+
+    lmbda: float = 0.2
+    max_iter: int = 200
+    rel_stop_tol: float = 5e-3
+    filter_lmbda: float = 5.0
+    pad: int = 16
+    output: Literal["clip", "max_rescale"] = "clip"
+
+    def __post_init__(self) -> None:
+        for name in ("lmbda", "rel_stop_tol", "filter_lmbda"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter}")
+        if not (isinstance(self.pad, int) and self.pad >= 0):
+            raise ValueError(f"pad must be an integer >= 0, got {self.pad}")
+        if self.output not in ("clip", "max_rescale"):
+            raise ValueError(f"output must be 'clip' or 'max_rescale', got {self.output!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def configure_fft(threads: int = 1) -> None:
+    """Set sporco's process-global FFT settings for one worker process.
+
+    sporco runs its FFTs through pyfftw with as many threads as the machine
+    has cores and ``FFTW_MEASURE`` planning.  Several worker processes then
+    oversubscribe the cores, and measured planning makes small solves slow
+    under load and lets plans (and so the last bits of a result) depend on
+    timing.  One thread and ``FFTW_ESTIMATE`` planning were as fast on a
+    quiet machine (``benchmarks/README.md``) and give repeatable results.
+    """
+    sporco.fft.pyfftw_threads = int(threads)
+    sporco.fft.pyfftw_planner_effort = "FFTW_ESTIMATE"
+
+
+def split_low_high(
+    image: np.ndarray, *, lmbda: float = 5.0, pad: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split an image into a smooth low-pass part and the high-pass rest.
+
+    Parameters
+    ----------
+    image : (H, W, 3) or (H, W) ndarray, float32
+        Image in [0, 1].
+    lmbda : float
+        Tikhonov regularisation weight (sporco ``tikhonov_filter``).
+    pad : int
+        Symmetric padding in pixels.
+
+    Returns
+    -------
+    low, high : ndarrays, same shape and dtype as ``image``
+        ``low + high == image`` up to rounding.
+
+    Examples
+    --------
+    >>> img = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    >>> low, high = split_low_high(img)
+    >>> bool(np.allclose(low + high, img, atol=1e-6))
+    True
+    """
+    low, high = signal.tikhonov_filter(image, lmbda, pad)
+    return low.astype(image.dtype, copy=False), high.astype(image.dtype, copy=False)
+
+
+def _cbpdn_options(options: CSCOptions) -> cbpdn.ConvBPDN.Options:
+    """Map :class:`CSCOptions` to sporco's ConvBPDN options (the reference's)."""
+    return cbpdn.ConvBPDN.Options(
+        {
+            "Verbose": False,
+            "MaxMainIter": options.max_iter,
+            "RelStopTol": options.rel_stop_tol,
+            "AuxVarObj": False,
+        }
+    )
+
+
+def reconstruct_image(
+    image: np.ndarray, basis: np.ndarray, options: CSCOptions = CSCOptions()
+) -> tuple[np.ndarray, int]:
+    """Reconstruct one image from its low-pass part and a sparse code.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray, float32
+        Image in [0, 1].
+    basis : (P, P, 3, M) ndarray, float32
+        Joint colour dictionary, as returned by :func:`pipeline.basis.load_basis`.
+    options : CSCOptions
+        Solver settings.
+
+    Returns
+    -------
+    reconstruction : (H, W, 3) ndarray, float32
+        ``low + D*X`` in [0, 1] (clipped, or max-rescaled).
+    n_iter : int
+        ADMM iterations the solve took.
+    """
+    _check_image(image, basis)
+    low, high = split_low_high(image, lmbda=options.filter_lmbda, pad=options.pad)
+    solver = cbpdn.ConvBPDN(basis, high, options.lmbda, _cbpdn_options(options))
+    solver.solve()
+    result = low + solver.reconstruct().reshape(high.shape)
+    if options.output == "max_rescale":
+        result = result / max(float(result.max()), np.finfo(np.float32).tiny)
+    return np.clip(result, 0.0, 1.0).astype(np.float32), int(solver.k)
+
+
+def reconstruct(
+    images: np.ndarray, basis: np.ndarray, *, options: CSCOptions = CSCOptions()
+) -> np.ndarray:
+    """Reconstruct a batch of images, one ConvBPDN solve per image.
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) ndarray, float32
+        Images in [0, 1].
+    basis : (P, P, 3, M) ndarray, float32
+        Joint colour dictionary.
+    options : CSCOptions
+        Solver settings.
+
+    Returns
+    -------
+    (N, H, W, 3) ndarray, float32
+        Reconstructions in [0, 1].
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> basis = rng.standard_normal((4, 4, 3, 4)).astype(np.float32)
+    >>> images = rng.random((2, 16, 16, 3), dtype=np.float32)
+    >>> reconstruct(images, basis, options=CSCOptions(max_iter=5)).shape
+    (2, 16, 16, 3)
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
+    out = np.empty(images.shape, np.float32)
+    for i, image in enumerate(images):
+        out[i], _ = reconstruct_image(image, basis, options)
+    return out
+
+
+def _check_image(image: np.ndarray, basis: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[-1] != basis.shape[2]:
+        raise ValueError(
+            f"image must have shape (H, W, {basis.shape[2]}) to match the basis "
+            f"{basis.shape}, got {image.shape}"
+        )
+    if image.shape[0] < basis.shape[0] or image.shape[1] < basis.shape[1]:
+        raise ValueError(
+            f"image {image.shape[:2]} is smaller than the filters {basis.shape[:2]}"
+        )
+
+
+def learn_dictionary(
+    images: np.ndarray,
+    *,
+    n_filters: int = 64,
+    filter_size: int = 8,
+    lmbda: float = 0.2,
+    max_iter: int = 200,
+    filter_lmbda: float = 5.0,
+    pad: int = 16,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Learn a joint colour convolutional dictionary on the high-pass parts.
+
+    sporco's ``ConvBPDNDictLearn`` alternates the CBPDN objective of
+    :class:`CSCOptions` over the codes with a constrained update of the
+    filters (``ZeroMean``: every filter is zero-mean in each channel; unit
+    norm over its ``P*P*3`` values), from a seeded random normal start.
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) ndarray, float32
+        Training images in [0, 1].
+    n_filters, filter_size : int
+        ``M`` filters of ``P x P`` pixels.
+    lmbda : float
+        Sparsity weight of the coding step.
+    max_iter : int
+        Dictionary-learning iterations.
+    filter_lmbda, pad : float, int
+        Tikhonov split, as in :func:`split_low_high`.
+    seed : int
+        Seed of the random initial dictionary.
+
+    Returns
+    -------
+    basis : (P, P, 3, M) ndarray, float32
+        Zero-mean, unit-norm filters.
+    objective : (max_iter,) ndarray, float64
+        The CBPDN objective after each iteration.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
+    high = np.stack(
+        [split_low_high(im, lmbda=filter_lmbda, pad=pad)[1] for im in images], axis=-1
+    )  # sporco's signal layout (H, W, C, K)
+    rng = np.random.default_rng(seed)
+    initial = rng.standard_normal((filter_size, filter_size, 3, n_filters)).astype(np.float32)
+    opt = cbpdndl.ConvBPDNDictLearn.Options(
+        {
+            "Verbose": False,
+            "MaxMainIter": max_iter,
+            "CBPDN": {"rho": 50.0 * lmbda + 0.5, "AutoRho": {"Enabled": True}},
+            "CCMOD": {"ZeroMean": True},
+        },
+        dmethod="cns",
+    )
+    learner = cbpdndl.ConvBPDNDictLearn(initial, high, lmbda, opt, dmethod="cns")
+    basis = learner.solve().squeeze().astype(np.float32)
+    basis = basis.reshape(filter_size, filter_size, 3, n_filters)
+    basis -= basis.mean(axis=(0, 1), keepdims=True)
+    basis /= np.linalg.norm(basis.reshape(-1, n_filters), axis=0)
+    objective = np.asarray(learner.getitstat().ObjFun, dtype=np.float64)
+    return basis, objective

@@ -1,0 +1,325 @@
+"""Image sources: folders, CIFAR-10 batches, .npy/.npz arrays and the built-in sample.
+
+A :class:`Dataset` is a list of images known by name, not the pixels: each
+image is an *item* (a file path, or a small uint8 array for array sources) that
+:func:`load_item` turns into a ``(size, size, 3)`` float32 image in [0, 1].
+Items are cheap to send to a Dask worker, so files are read where they are
+reconstructed and the client never holds a whole folder of images.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from skimage.transform import resize as _resize
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+Fit = Literal["resize", "center_crop", "none"]
+FITS = ("resize", "center_crop", "none")
+
+
+class DatasetError(ValueError):
+    """A data set cannot be read: missing path, empty, unknown format."""
+
+
+class ImageReadError(ValueError):
+    """One image cannot be read or converted; the message names the file."""
+
+
+@dataclass
+class Dataset:
+    """Names, labels and per-image items of one data set.
+
+    Attributes
+    ----------
+    name : str
+        Name of the data set (its config name).
+    names : list of str
+        Source name of each image, e.g. its path relative to the folder.
+    items : list
+        What :func:`load_item` reads: a path (str) or an (H, W, C) array.
+    labels : (N,) int64 ndarray or None
+        Class label of each image where the source knows it.
+    classes : list of str
+        Class names of the labels, where known (folder names).
+    image_size : int or None
+        Side of the square images after :func:`fit_image`; None keeps sizes.
+    fit : {"resize", "center_crop", "none"}
+        How images of another size are brought to ``image_size``.
+    """
+
+    name: str
+    names: list[str]
+    items: list
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    image_size: int | None = None
+    fit: Fit = "center_crop"
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, index: int) -> np.ndarray:
+        """Image ``index`` as (H, W, 3) float32 in [0, 1]."""
+        return load_item(self.items[index], size=self.image_size, fit=self.fit)
+
+
+# --- one image -------------------------------------------------------------------
+
+
+def to_float_rgb(array: np.ndarray) -> np.ndarray:
+    """Convert greyscale, RGBA, uint8, uint16 or float pixels to (H, W, 3) float32 in [0, 1].
+
+    Integer images are scaled by their type's range (uint8 by 255, uint16 by
+    65535); float images are taken to be in [0, 1] and clipped; an alpha
+    channel is dropped; one channel is repeated three times.
+    """
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise ImageReadError(f"expected an (H, W[, C]) image, got shape {array.shape}")
+    if array.shape[-1] in (1, 2):  # grey, grey + alpha
+        array = np.repeat(array[..., :1], 3, axis=-1)
+    array = array[..., :3]
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    if array.dtype.kind in "ui":
+        scale = 65535.0 if array.dtype.itemsize > 1 else 255.0
+        return np.clip(array.astype(np.float32) / scale, 0.0, 1.0)
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) float32 in [0, 1].
+
+    Palette, CMYK, greyscale, RGBA and 16-bit images are converted.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file: unreadable, truncated, not an image, or too large.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+                return to_float_rgb(np.asarray(img).astype(np.uint16))
+            if img.mode == "F":
+                return to_float_rgb(np.asarray(img))
+            return to_float_rgb(np.asarray(img.convert("RGB")))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"{path}: cannot read image ({err})") from None
+
+
+def fit_image(image: np.ndarray, size: int | None, fit: Fit = "center_crop") -> np.ndarray:
+    """Bring an (H, W, 3) image to (size, size, 3).
+
+    ``"resize"`` scales both sides to ``size`` (the reference's behaviour,
+    aspect ratio not kept); ``"center_crop"`` scales the shorter side to
+    ``size`` and cuts the centre; ``"none"`` only checks the size.
+    """
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    if fit == "none":
+        h, w = image.shape[:2]
+        raise ImageReadError(f"expected {size}x{size} pixels, got {h}x{w}")
+    h, w = image.shape[:2]
+    if fit == "center_crop":
+        scale = size / min(h, w)
+        h, w = max(size, round(h * scale)), max(size, round(w * scale))
+    else:
+        h, w = size, size
+    image = _resize(image, (h, w), order=1, anti_aliasing=True, preserve_range=True)
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.clip(image[top : top + size, left : left + size], 0, 1).astype(np.float32)
+
+
+def load_item(item, *, size: int | None, fit: Fit = "center_crop") -> np.ndarray:
+    """Read one data-set item (path or array) as (size, size, 3) float32 in [0, 1]."""
+    image = read_image(item) if isinstance(item, (str, Path)) else to_float_rgb(item)
+    try:
+        return fit_image(image, size, fit)
+    except ImageReadError as err:
+        where = item if isinstance(item, (str, Path)) else "image"
+        raise ImageReadError(f"{where}: {err}") from None
+
+
+# --- sources ---------------------------------------------------------------------
+
+
+def image_folder(path: str | Path, *, name: str = "folder", **fit_args) -> Dataset:
+    """All image files under ``path``, recursively, sorted; labels from class sub-folders.
+
+    ImageNet-style layouts (``path/<class>/<image>.JPEG``) give each image the
+    index of its class folder among the sorted class folders.
+    """
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{path}: data set folder not found")
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+    )
+    if not files:
+        raise DatasetError(
+            f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    names = [p.relative_to(root).as_posix() for p in files]
+    tops = [n.split("/")[0] if "/" in n else None for n in names]
+    labels = classes = None
+    if all(t is not None for t in tops):
+        classes = sorted(set(tops))
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[t] for t in tops], dtype=np.int64)
+    return Dataset(name, names, [str(p) for p in files], labels, classes, **fit_args)
+
+
+def array_file(path: str | Path, *, name: str = "arrays", **fit_args) -> Dataset:
+    """Images from a ``.npy`` (N, H, W[, C]) or ``.npz`` (``images``, ``labels``, ``names``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: array file not found")
+    labels = names = None
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                key = next((k for k in ("images", "x", "arr_0") if k in npz), None)
+                if key is None:
+                    raise DatasetError(f"{path}: no 'images' array (keys: {sorted(npz.files)})")
+                images = npz[key]
+                labels = npz["labels"] if "labels" in npz else None
+                names = [str(n) for n in npz["names"]] if "names" in npz else None
+        else:
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DatasetError(f"{path}: not a readable NumPy array file ({err})") from None
+    if images.ndim not in (3, 4):
+        raise DatasetError(f"{path}: expected images of shape (N, H, W[, C]), got {images.shape}")
+    return _from_array(name, images, labels, names, **fit_args)
+
+
+def cifar10(path: str | Path, *, split: str = "test", name: str = "cifar10", **fit_args) -> Dataset:
+    """CIFAR-10 python batches (``cifar-10-batches-py``): ``split`` is test, train or all."""
+    root = Path(path).expanduser()
+    batches = {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]}
+    batches["all"] = batches["train"] + batches["test"]
+    if split not in batches:
+        raise DatasetError(f"cifar10 split must be one of {sorted(batches)}, got {split!r}")
+    images, labels, names = [], [], []
+    for batch in batches[split]:
+        data = _read_cifar_batch(root / batch)
+        images.append(data[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.extend(data[b"labels"])
+        names.extend(f"{batch}/{n.decode()}" for n in data[b"filenames"])
+    return _from_array(name, np.concatenate(images), np.array(labels), names, **fit_args)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays only, so a batch file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path}: CIFAR-10 batch not found")
+    try:
+        with open(path, "rb") as f:
+            data = _ArrayUnpickler(f, encoding="bytes").load()
+        if not {b"data", b"labels", b"filenames"} <= set(data):
+            raise DatasetError(f"{path}: not a CIFAR-10 batch (keys {sorted(data)})")
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as err:
+        raise DatasetError(f"{path}: not a readable CIFAR-10 batch ({err})") from None
+    return data
+
+
+def _from_array(name, images, labels, names, **fit_args) -> Dataset:
+    if len(images) == 0:
+        raise DatasetError(f"{name}: the data set is empty")
+    names = names or [f"{i:06d}" for i in range(len(images))]
+    labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+    return Dataset(name, list(names), list(images), labels, None, **fit_args)
+
+
+def open_dataset(config, name: str) -> Dataset:
+    """The data set a :class:`pipeline.config.DatasetConfig` describes."""
+    fit_args = {"image_size": config.image_size, "fit": config.fit}
+    if config.source == "sample":
+        dataset = sample(name=name)
+        if config.image_size and config.image_size != dataset.image_size:
+            dataset.image_size, dataset.fit = config.image_size, config.fit
+        return dataset
+    if not config.path:
+        raise DatasetError(f"{name}: dataset.path is required for source {config.source!r}")
+    if config.source == "folder":
+        return image_folder(config.path, name=name, **fit_args)
+    if config.source == "cifar10":
+        return cifar10(config.path, split=config.split, name=name, **fit_args)
+    return array_file(config.path, name=name, **fit_args)
+
+
+# --- the built-in sample ------------------------------------------------------------
+
+
+def _sample_photographs() -> dict[str, np.ndarray]:
+    """Colour photographs that scikit-image and scikit-learn install with themselves."""
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    return {
+        "astronaut": data.astronaut(),
+        "chelsea": data.chelsea(),
+        "coffee": data.coffee(),
+        "rocket": data.rocket(),
+        "motorcycle": data.stereo_motorcycle()[0],
+        "hubble": data.hubble_deep_field(),
+        "china": load_sample_image("china.jpg"),
+        "flower": load_sample_image("flower.jpg"),
+    }
+
+
+def sample(
+    *, tile: int = 64, scales: tuple[int, ...] = (192, 320), name: str = "sample"
+) -> Dataset:
+    """The embedded sample: real photographs cut into ``tile`` x ``tile`` images.
+
+    Each photograph is scaled so its shorter side is each of ``scales`` and
+    cut into non-overlapping tiles; with the defaults that is 350 images of
+    64x64.  Built from files that installed packages ship, so nothing is
+    downloaded.  Labels are the index of the source photograph.
+    """
+    photos = _sample_photographs()
+    names, items, labels = [], [], []
+    for label, (photo_name, photo) in enumerate(photos.items()):
+        photo = to_float_rgb(photo)
+        for side in scales:
+            h, w = photo.shape[:2]
+            scaled = _resize(
+                photo, (round(h * side / min(h, w)), round(w * side / min(h, w))),
+                order=1, anti_aliasing=True,
+            )
+            for r in range(scaled.shape[0] // tile):
+                for c in range(scaled.shape[1] // tile):
+                    cut = scaled[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]
+                    items.append(np.round(np.clip(cut, 0, 1) * 255).astype(np.uint8))
+                    names.append(f"{photo_name}/s{side}_r{r}_c{c}")
+                    labels.append(label)
+    return Dataset(
+        name, names, items, np.array(labels, np.int64), list(photos), image_size=tile, fit="none"
+    )

@@ -1,0 +1,135 @@
+"""``python -m pipeline.reconstruct DATASET``: reconstruct a data set into a Zarr store.
+
+DATASET names ``configs/<DATASET>.yaml`` (or is a path to a YAML file).  The
+command parses, loads the config, and calls :func:`flows.reconstruct.reconstruct_dataset`.
+
+Exit status: 0 when every image was reconstructed; 1 when some images could
+not be read (they are listed in the store and the summary; re-running retries
+them); 2 for an error found before any work (config, data set, basis, store);
+130 when interrupted (re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline import __version__
+from pipeline.basis import BasisError, basis_record, load_basis, resolve_basis_path
+from pipeline.config import ConfigError, load_config
+from pipeline.datasets import DatasetError, ImageReadError, open_dataset
+from pipeline.store import StoreError, export_images
+
+log = logging.getLogger("pipeline.reconstruct")
+
+USER_ERRORS = (ConfigError, DatasetError, BasisError, StoreError, ImageReadError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.reconstruct",
+        description="Reconstruct every image of a data set with convolutional sparse coding "
+        "and write the results to a Zarr store.",
+    )
+    parser.add_argument("dataset", nargs="?", default="sample",
+                        help="config name in configs/ (default: sample) or a YAML path")
+    parser.add_argument("--out", help="output Zarr store (default: the config's store.path)")
+    parser.add_argument("--basis", help="basis .npy file (default: the config's basis)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. csc.lmbda=0.3")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on this Dask scheduler, e.g. tcp://host:8786 "
+                        "(default: a LocalCluster on this machine)")
+    parser.add_argument("--workers", type=int, help="LocalCluster worker processes "
+                        "(default: one per core)")
+    parser.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                        help="LocalCluster dashboard address (default: %(default)s)")
+    parser.add_argument("--export", metavar="DIR",
+                        help="also write PNG files named after the sources")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a store made with other settings")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="count", default=0)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose - args.quiet)
+    from flows.reconstruct import StrictModeError  # noqa: PLC0415 (keeps --help fast)
+
+    overrides = list(args.overrides)
+    overrides += [f"store.path={args.out}"] if args.out else []
+    overrides += [f"basis={args.basis}"] if args.basis else []
+    overrides += [f"export={args.export}"] if args.export else []
+    try:
+        config = load_config(args.dataset, overrides)
+        dataset = open_dataset(config.dataset, config.name)
+        basis_path = resolve_basis_path(config.basis)
+        basis = load_basis(basis_path)
+        log.info("%s: %d images, basis %s, lambda %g", config.name, len(dataset),
+                 basis_path, config.csc.lmbda)
+        return run(config, dataset, basis, basis_path, args)
+    except USER_ERRORS as err:
+        log.error("%s", err)
+        return 2
+    except StrictModeError as err:
+        log.error("%s", err)
+        return 1
+
+
+def run(config, dataset, basis, basis_path, args) -> int:
+    """Start the runtime, run the flow, report; the runtime is closed on every path."""
+    from flows.reconstruct import reconstruct_dataset  # noqa: PLC0415
+    from pipeline.runtime import connect  # noqa: PLC0415
+
+    client = connect(args.scheduler, n_workers=args.workers,
+                     dashboard_address=args.dashboard_address)
+    summary = None
+    try:
+        summary = reconstruct_dataset(
+            client, dataset, basis=basis, basis_record=basis_record(basis_path),
+            options=config.csc, store_path=config.store_path, dtype=config.store.dtype,
+            attrs={"config": config.as_dict()}, overwrite=args.overwrite, strict=args.strict,
+            progress=args.quiet == 0,
+        )
+    except KeyboardInterrupt:
+        log.error("interrupted: images finished so far are kept in %s; "
+                  "run the same command again to resume", config.store_path)
+        return 130
+    finally:
+        close(client)
+    log.info("%d of %d images done in %.1f s (%d this run) -> %s", summary.done,
+             summary.total, summary.seconds, summary.done_now, summary.store)
+    if config.export:
+        import zarr  # noqa: PLC0415
+
+        written = export_images(zarr.open_group(summary.store, mode="r"), config.export)
+        log.info("exported %d PNG files to %s", written, config.export)
+    if summary.failed:
+        log.warning("%d images could not be read (listed in the store's 'failed' attribute):",
+                    len(summary.failed))
+        for name, reason in list(summary.failed.items())[:20]:
+            log.warning("  %s: %s", name, reason)
+        return 1
+    return 0
+
+
+def close(client) -> None:
+    cluster = client.cluster if hasattr(client, "cluster") else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def configure_logging(level_shift: int) -> None:
+    level = logging.INFO - 10 * level_shift
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(message)s", force=True)
+    logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

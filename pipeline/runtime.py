@@ -1,0 +1,72 @@
+"""Where graphs run: a LocalCluster on this machine, or an existing scheduler.
+
+The Dask side of the project is called runtime, scheduler and workers; a
+"cluster" elsewhere in the project is always a KMeans cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
+
+
+class SolverThreads(WorkerPlugin):
+    """Give each worker process one FFT thread per Dask thread it runs.
+
+    sporco's FFT settings are process-global and default to every core, so
+    without this, two worker processes each start one FFT thread per core.
+    (The nanny already sets OMP/MKL/OpenBLAS to one thread.)
+    """
+
+    name = "pipeline-solver-threads"
+
+    def setup(self, worker) -> None:
+        from pipeline.csc import configure_fft
+
+        configure_fft(threads=1)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    dashboard_address: str = DEFAULT_DASHBOARD,
+    processes: bool = True,
+) -> Client:
+    """A Dask client: on the scheduler at ``address``, or on a new LocalCluster.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address such as ``tcp://host:8786``; None starts a
+        LocalCluster with ``n_workers`` worker processes of one thread each.
+    n_workers : int, optional
+        Workers of the LocalCluster; default one per core.
+    dashboard_address : str
+        Where the LocalCluster's dashboard listens.  Dask's own default binds
+        every interface, so the default here is localhost; pass
+        ``0.0.0.0:8787`` to share it on purpose.
+    processes : bool
+        Worker processes (True) or threads in this process (False, for tests).
+    """
+    if address:
+        client = Client(address, timeout="30s")
+    else:
+        cluster = LocalCluster(
+            n_workers=n_workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=processes,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+        )
+        client = Client(cluster)
+    client.register_plugin(SolverThreads())
+    log.info("Dask dashboard: %s", client.dashboard_link)
+    return client
