@@ -128,6 +128,9 @@ def close(client) -> None:
 def configure_logging(level_shift: int) -> None:
     level = logging.INFO - 10 * level_shift
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(message)s", force=True)
+    import distributed  # noqa: F401, PLC0415 (it sets its loggers' levels when imported)
+
+    # Dask's own INFO lines (workers starting, closing) would bury the progress bar.
     logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
 
 

@@ -1,0 +1,126 @@
+"""Data sources: folders of odd images, arrays, CIFAR-10 batches, the sample."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.datasets import (
+    DatasetError,
+    ImageReadError,
+    array_file,
+    cifar10,
+    fit_image,
+    image_folder,
+    load_item,
+    read_image,
+    sample,
+)
+
+
+@pytest.fixture
+def odd_folder(tmp_path):
+    """Class folders holding greyscale, RGBA, 16-bit, palette and CMYK images."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog" / "deep").mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "cat" / "rgb.jpg")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "cat" / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full((40, 48), 128, np.uint8)])).save(
+        tmp_path / "cat" / "rgba.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "dog" / "grey16.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "dog" / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "dog" / "deep" / "cmyk.jpg")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_folder_lists_images_recursively_with_class_labels(odd_folder):
+    dataset = image_folder(odd_folder, image_size=32, fit="center_crop")
+    assert dataset.names == ["cat/grey.png", "cat/rgb.jpg", "cat/rgba.png",
+                             "dog/deep/cmyk.jpg", "dog/grey16.png", "dog/palette.png"]
+    assert dataset.classes == ["cat", "dog"]
+    assert dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    for i in range(len(dataset)):
+        image = dataset.load(i)
+        assert image.shape == (32, 32, 3) and image.dtype == np.float32
+        assert 0 <= image.min() and image.max() <= 1
+
+
+def test_conversions_keep_the_pixel_values(odd_folder):
+    grey = read_image(odd_folder / "cat" / "grey.png")
+    grey16 = read_image(odd_folder / "dog" / "grey16.png")
+    np.testing.assert_allclose(grey16, grey, atol=1e-6)  # v * 257 / 65535 == v / 255
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+    rgba = read_image(odd_folder / "cat" / "rgba.png")
+    assert rgba.shape == (40, 48, 3)
+
+
+def test_fit_modes():
+    image = np.random.default_rng(1).random((40, 80, 3)).astype(np.float32)
+    assert fit_image(image, 20, "resize").shape == (20, 20, 3)
+    cropped = fit_image(image, 20, "center_crop")
+    assert cropped.shape == (20, 20, 3)
+    with pytest.raises(ImageReadError, match="expected 20x20 pixels, got 40x80"):
+        fit_image(image, 20, "none")
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg: cannot read image"):
+        load_item(str(bad), size=32)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DatasetError, match="nowhere: data set folder not found"):
+        image_folder(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="no image files found"):
+        image_folder(tmp_path)
+
+
+def test_npy_and_npz(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    dataset = array_file(tmp_path / "x.npy", image_size=16, fit="none")
+    assert len(dataset) == 5 and dataset.labels is None
+    np.testing.assert_allclose(dataset.load(3), images[3] / 255.0, atol=1e-6)
+    np.savez(tmp_path / "x.npz", images=images, labels=np.arange(5), names=np.array(list("abcde")))
+    dataset = array_file(tmp_path / "x.npz", image_size=16)
+    assert dataset.names == list("abcde") and dataset.labels.tolist() == [0, 1, 2, 3, 4]
+    np.save(tmp_path / "empty.npy", np.zeros((0, 16, 16, 3), np.uint8))
+    with pytest.raises(DatasetError, match="empty"):
+        array_file(tmp_path / "empty.npy")
+
+
+def test_cifar10_batches_are_read_without_running_code(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    batch = {b"data": data, b"labels": [3, 1, 4, 1],
+             b"filenames": [f"img{i}.png".encode() for i in range(4)]}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch))
+    dataset = cifar10(tmp_path, split="test", image_size=32, fit="none")
+    assert dataset.names[0] == "test_batch/img0.png" and dataset.labels.tolist() == [3, 1, 4, 1]
+    red = data[2, :1024].reshape(32, 32) / 255.0  # CIFAR rows hold R, then G, then B planes
+    np.testing.assert_allclose(dataset.load(2)[..., 0], red, atol=1e-6)
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Exploit()}))
+    with pytest.raises(DatasetError, match="refusing to load builtins.print"):
+        cifar10(tmp_path)
+
+
+def test_sample_is_real_photographs_cut_to_64x64():
+    first, second = sample(), sample()
+    assert len(first) == 350 and first.image_size == 64
+    assert len(set(first.names)) == 350
+    image = first.load(10)
+    assert image.shape == (64, 64, 3) and image.std() > 0.02  # a photograph, not a flat tile
+    np.testing.assert_array_equal(first.items[123], second.items[123])
