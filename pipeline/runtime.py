@@ -59,12 +59,14 @@ def connect(
     if address:
         client = Client(address, timeout="30s")
     else:
+        # Threaded workers talk in-process; worker processes listen on localhost only.
+        listen = {"host": "127.0.0.1"} if processes else {}
         cluster = LocalCluster(
             n_workers=n_workers or os.cpu_count() or 1,
             threads_per_worker=1,
             processes=processes,
-            host="127.0.0.1",
             dashboard_address=dashboard_address,
+            **listen,
         )
         client = Client(cluster)
     client.register_plugin(SolverThreads())

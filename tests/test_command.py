@@ -1,0 +1,124 @@
+"""`python -m pipeline.reconstruct` end to end: real worker processes, real stores.
+
+These start a LocalCluster of two worker processes per run, so they are
+marked slow; CI runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from pipeline.reconstruct import main
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(folder: Path, images: Path, basis: Path, **csc) -> Path:
+    lines = ["dataset:", "  source: folder", f"  path: {images}", "  image_size: 32",
+             "  fit: center_crop", f"basis: {basis}", "csc:"]
+    lines += [f"  {k}: {v}" for k, v in {"max_iter": 200, **csc}.items()]
+    lines += ["store:", f"  path: {folder / 'photos.zarr'}"]
+    path = folder / "photos.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """An ImageNet-style folder of 12 real photograph crops (from the sample) in two classes."""
+    from pipeline.datasets import sample
+
+    dataset = sample()
+    root = tmp_path / "photos"
+    for i, index in enumerate(range(0, 348, 29)):
+        folder = root / ("cats" if i % 2 else "cups")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dataset.items[index]).save(folder / f"photo_{i:02d}.jpg", quality=95)
+    return root
+
+
+def command(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.reconstruct", *args, "--workers",
+                             "2", "--dashboard-address", "127.0.0.1:0"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_command_end_to_end_and_second_run_does_nothing(photos, reference_basis_path, tmp_path):
+    config = write_config(tmp_path, photos, reference_basis_path)
+    process = command(str(config), "--export", str(tmp_path / "png"), cwd=tmp_path)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output
+    assert "Dask dashboard: http://127.0.0.1:" in output
+    assert "12 of 12 images done" in output
+    group = zarr.open_group(tmp_path / "photos.zarr", mode="r")
+    assert group["images"].shape == (12, 32, 32, 3) and group["images"].chunks == (1, 32, 32, 3)
+    assert group["done"][:].all() and (group["n_iter"][:] > 0).all()
+    assert group["names"][0] == "cats/photo_01.jpg"
+    assert group["labels"][:].tolist() == [0] * 6 + [1] * 6
+    assert group.attrs["config"]["csc"]["lmbda"] == 0.2
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 12
+
+    again = command(str(config), cwd=tmp_path)
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output
+    assert "12 of 12 images done" in output and "(0 this run)" in output
+
+
+def test_killed_run_resumes_to_the_same_array(photos, reference_basis_path, tmp_path):
+    config = write_config(tmp_path, photos, reference_basis_path)
+    full = command(str(config), "--out", str(tmp_path / "full.zarr"), cwd=tmp_path)
+    assert full.wait(timeout=300) == 0
+
+    store = tmp_path / "killed.zarr"
+    victim = command(str(config), "--out", str(store), cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (store / "done" / "c").is_dir() and len(list((store / "done" / "c").iterdir())) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # the client and its worker processes, mid-run
+    victim.wait()
+    done_at_kill = int(zarr.open_group(store, mode="r")["done"][:].sum())
+    assert 3 <= done_at_kill < 12
+
+    resumed = command(str(config), "--out", str(store), cwd=tmp_path)
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert f"resuming: {done_at_kill} of 12 images already done" in output
+    expected = zarr.open_group(tmp_path / "full.zarr", mode="r")["images"][:]
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], expected)
+
+
+def test_user_errors_are_a_sentence_exit_2_and_lose_nothing(photos, reference_basis_path,
+                                                          tmp_path, capsys):
+    config = write_config(tmp_path, photos, reference_basis_path, max_iter=3)
+    assert main([str(config), "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
+    store = tmp_path / "photos.zarr"
+    before = zarr.open_group(store, mode="r")["images"][:]
+
+    cases = [
+        (["--set", "dataset.path=/no/such/folder"], "/no/such/folder: data set folder not found"),
+        (["--set", "csc.lamda=0.3"], "unknown key csc.'lamda' (did you mean 'lmbda'?)"),
+        (["--set", "csc.lmbda=0.3"], "store was made with other settings (csc.lmbda: 0.2 -> 0.3)"),
+        (["--basis", str(tmp_path / "flat.npy")],
+         "flat.npy: expected shape (P, P, 3, M), got (8, 8, 64)"),
+    ]
+    np.save(tmp_path / "flat.npy", np.ones((8, 8, 64), np.float32))
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main([str(config), *extra, "--workers", "2", "--dashboard-address",
+                     "127.0.0.1:0"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], before)

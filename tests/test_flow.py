@@ -1,0 +1,84 @@
+"""The reconstruct flow on a real (threaded) LocalCluster with real Zarr stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from conftest import psnr
+from PIL import Image
+from sporco import signal
+from sporco.admm import cbpdn
+
+from flows.reconstruct import StrictModeError, reconstruct_dataset
+from pipeline.basis import basis_record, load_basis
+from pipeline.csc import CSCOptions
+from pipeline.datasets import image_folder, sample
+from pipeline.store import read_images
+
+
+def run(client, dataset, basis_path, store, **kwargs):
+    return reconstruct_dataset(client, dataset, basis=load_basis(basis_path),
+                               basis_record=basis_record(basis_path),
+                               store_path=store, progress=False, **kwargs)
+
+
+def test_stored_reconstructions_match_direct_sporco_solves(client, reference_basis_path,
+                                                           tmp_path):
+    """Fidelity: >= 40 dB against ConvBPDN called directly, uint8 storage included."""
+    full = sample()
+    dataset = type(full)("sample8", full.names[::44][:8], full.items[::44][:8],
+                         full.labels[::44][:8], image_size=64, fit="none")
+    summary = run(client, dataset, reference_basis_path, tmp_path / "s.zarr",
+                  options=CSCOptions())
+    assert summary.done == summary.done_now == 8 and not summary.failed
+
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    basis = np.load(reference_basis_path)
+    opt = cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 200, "RelStopTol": 5e-3,
+                                  "AuxVarObj": False})
+    for i in range(8):
+        image = dataset.load(i)
+        low, high = signal.tikhonov_filter(image, 5.0, 16)
+        solver = cbpdn.ConvBPDN(basis, high, 0.2, opt)
+        solver.solve()
+        direct = np.clip(low + solver.reconstruct().reshape(image.shape), 0, 1)
+        assert psnr(read_images(group, i), direct) >= 40.0
+        assert group["n_iter"][i] == solver.k
+    assert group["names"][:].tolist() == dataset.names
+    assert group.attrs["summary"]["done"] == 8
+    assert group.attrs["settings"]["basis"]["file"] == "64_p8_lm0.2.npy"
+
+
+@pytest.fixture
+def folder_with_a_bad_image(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return tmp_path
+
+
+def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad_image,
+                                                       reference_basis_path, tmp_path):
+    dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
+    store = tmp_path / "out.zarr"
+    options = CSCOptions(max_iter=5)
+    summary = run(client, dataset, reference_basis_path, store, options=options)
+    assert summary.done == 3 and list(summary.failed) == ["broken.png"]
+    assert "broken.png: cannot read image" in summary.failed["broken.png"]
+    group = zarr.open_group(store, mode="r")
+    assert group["done"][:].tolist() == [True, True, False, True]
+    assert list(group.attrs["failed"]) == ["broken.png"]
+
+    again = run(client, dataset, reference_basis_path, store, options=options)
+    assert again.done_now == 0 and again.done_before == 3  # a second run redoes nothing
+    assert list(again.failed) == ["broken.png"]  # the bad one is retried and fails again
+
+
+def test_strict_stops_at_the_first_bad_image(client, folder_with_a_bad_image,
+                                             reference_basis_path, tmp_path):
+    dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
+    with pytest.raises(StrictModeError, match="broken.png: cannot read image"):
+        run(client, dataset, reference_basis_path, tmp_path / "out.zarr",
+            options=CSCOptions(max_iter=5), strict=True)
