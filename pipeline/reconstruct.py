@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d images, basis %s, lambda %g", config.name, len(dataset),
                  basis_path, config.csc.lmbda)
         return run(config, dataset, basis, basis_path, args)
+    except DatasetError as err:
+        log.error("%s (dataset.path in the config; override with --set dataset.path=PATH)", err)
+        return 2
     except USER_ERRORS as err:
         log.error("%s", err)
         return 2

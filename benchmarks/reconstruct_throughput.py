@@ -1,0 +1,149 @@
+"""Throughput of the reconstruct flow against the reference per-image loop.
+
+Both run in this one process's run, on the same images and settings, so the
+ratio is robust to a shared, noisy machine:
+
+- reference: sporco ConvBPDN one image at a time in this process, exactly as
+  the original project's loop (Tikhonov split, ConvBPDN with its options,
+  sporco's default FFT settings: pyfftw, all cores, FFTW_MEASURE);
+- pipeline: :func:`flows.reconstruct.reconstruct_dataset` on a LocalCluster
+  of 2 single-threaded worker processes, writing a real Zarr store;
+- pipeline with sporco's FFT defaults: the same graph, but the workers keep
+  sporco's process-global pyfftw settings (threads = cores, FFTW_MEASURE),
+  which is what ``pipeline.runtime.SolverThreads`` changes.
+
+Usage::
+
+    python benchmarks/reconstruct_throughput.py [--n64 24] [--n224 6] [--out results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sporco
+import zarr
+from distributed import Client, LocalCluster
+from sporco import signal
+from sporco.admm import cbpdn
+
+from flows.reconstruct import reconstruct_dataset
+from pipeline.basis import DEFAULT_BASIS, basis_record, load_basis
+from pipeline.csc import CSCOptions
+from pipeline.datasets import Dataset, _sample_photographs, fit_image, sample, to_float_rgb
+from pipeline.runtime import connect
+from pipeline.store import read_images
+
+
+def images_64(n: int) -> list[np.ndarray]:
+    data = sample()
+    step = len(data) // n
+    return [data.items[i * step] for i in range(n)]
+
+
+def images_224(n: int) -> list[np.ndarray]:
+    """Centre crops of the sample photographs at 224x224 (uint8)."""
+    photos = list(_sample_photographs().values())
+    out = []
+    for i in range(n):
+        photo = to_float_rgb(photos[i % len(photos)])
+        side = 224 + 64 * (i // len(photos))  # a second pass crops at a wider scale
+        out.append(np.round(fit_image(fit_image(photo, side), 224) * 255).astype(np.uint8))
+    return out
+
+
+def reference_loop(images: list[np.ndarray], basis: np.ndarray) -> tuple[float, np.ndarray]:
+    """The original project's per-image loop (clipping instead of its max-rescale)."""
+    started = time.perf_counter()
+    out = []
+    for item in images:
+        image = item.astype(np.float32) / 255.0
+        low, high = signal.tikhonov_filter(image, 5, 16)
+        opt = cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 200,
+                                      "RelStopTol": 5e-3, "AuxVarObj": False})
+        solver = cbpdn.ConvBPDN(basis, high, 0.2, opt)
+        solver.solve()
+        out.append(np.clip(low + solver.reconstruct().squeeze(), 0, 1))
+    return time.perf_counter() - started, np.stack(out)
+
+
+def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Path):
+    dataset = Dataset(f"bench{size}", [f"{i:04d}" for i in range(len(images))], list(images),
+                      image_size=size, fit="none")
+    started = time.perf_counter()
+    reconstruct_dataset(client, dataset, basis=load_basis(basis_path),
+                        basis_record=basis_record(basis_path), options=CSCOptions(),
+                        store_path=store, progress=False)
+    seconds = time.perf_counter() - started
+    return seconds, read_images(zarr.open_group(store, mode="r"))
+
+
+def psnr(a, b) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n64", type=int, default=24)
+    parser.add_argument("--n224", type=int, default=6)
+    parser.add_argument("--basis", type=Path, default=DEFAULT_BASIS)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    basis = load_basis(args.basis)
+    rows = []
+    tuned = connect(n_workers=2, dashboard_address="127.0.0.1:0")
+    plain_cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                                 dashboard_address="127.0.0.1:0")
+    plain = Client(plain_cluster)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, images in ((64, images_64(args.n64)), (224, images_224(args.n224))):
+            ref_s, ref = reference_loop(images, basis)
+            pipe_s, pipe = pipeline_run(tuned, images, args.basis, size, Path(tmp) / f"t{size}")
+            plain_s, _ = pipeline_run(plain, images, args.basis, size, Path(tmp) / f"p{size}")
+            originals = np.stack([i.astype(np.float32) / 255 for i in images])
+            agreement = [psnr(p, r) for p, r in zip(pipe, ref, strict=True)]
+            rows.append({
+                "size": size, "n": len(images),
+                "ref_ips": len(images) / ref_s, "pipe_ips": len(images) / pipe_s,
+                "plain_ips": len(images) / plain_s, "ratio": ref_s / pipe_s,
+                "plain_ratio": ref_s / plain_s,
+                "psnr_ref": np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)]),
+                "psnr_pipe": np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)]),
+                "agree_min": min(agreement),
+            })
+            print(rows[-1], flush=True)
+    for client in (tuned, plain):
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+    report = render(rows, args)
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+def render(rows, args) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores; "
+        f"Python {platform.python_version()}, sporco {sporco.__version__}, "
+        f"zarr {zarr.__version__}; basis {args.basis.name}",
+        "",
+        "| size | images | reference loop img/s | pipeline img/s | ratio | pipeline, sporco FFT "
+        "defaults img/s | ratio | PSNR(image, rec) ref / pipeline | min agreement PSNR |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.2f} | {r['pipe_ips']:.2f} | "
+            f"{r['ratio']:.2f}x | {r['plain_ips']:.2f} | {r['plain_ratio']:.2f}x | "
+            f"{r['psnr_ref']:.2f} / {r['psnr_pipe']:.2f} dB | {r['agree_min']:.1f} dB |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
