@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,12 +93,15 @@ def reconstruct_dataset(
     summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
     if summary.done_before:
         log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
-    basis_future = client.scatter(basis, broadcast=True)
+    # Unique keys per run: a re-run in the same client must not meet the
+    # previous run's keys while the scheduler is still releasing them.
+    run_id = uuid.uuid4().hex[:8]
+    basis_future = client.scatter(basis, broadcast=True, hash=False)
     task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
 
     def submit(index: int):
         return client.submit(reconstruct_task, int(index), dataset.items[index], basis_future,
-                             key=f"reconstruct-{store_path.name}-{index}", pure=False, **task)
+                             key=f"reconstruct-{index}-{run_id}", **task)
 
     window = max(4, 4 * sum(client.nthreads().values()))
     queue = iter(todo)
