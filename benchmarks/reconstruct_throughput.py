@@ -1,16 +1,18 @@
 """Throughput of the reconstruct flow against the reference per-image loop.
 
-Both run in this one process's run, on the same images and settings, so the
-ratio is robust to a shared, noisy machine:
+All variants run in one run of this script, on the same images and settings,
+so the ratios are robust to a shared, noisy machine:
 
 - reference: sporco ConvBPDN one image at a time in this process, exactly as
   the original project's loop (Tikhonov split, ConvBPDN with its options,
   sporco's default FFT settings: pyfftw, all cores, FFTW_MEASURE);
-- pipeline: :func:`flows.reconstruct.reconstruct_dataset` on a LocalCluster
-  of 2 single-threaded worker processes, writing a real Zarr store;
-- pipeline with sporco's FFT defaults: the same graph, but the workers keep
-  sporco's process-global pyfftw settings (threads = cores, FFTW_MEASURE),
-  which is what ``pipeline.runtime.SolverThreads`` changes.
+- pipeline: :func:`flows.reconstruct.reconstruct_dataset` on the LocalCluster
+  that :func:`pipeline.runtime.connect` starts (2 single-threaded worker
+  processes, one FFT thread each, tuned malloc), writing a real Zarr store;
+- pipeline, sporco FFT defaults: the same, without ``SolverThreads``, so each
+  worker keeps pyfftw's threads = cores and FFTW_MEASURE planning;
+- pipeline, Dask malloc default: the same as "pipeline", with the nanny's
+  MALLOC_TRIM_THRESHOLD_=65536 instead of ``runtime.WORKER_MALLOC``.
 
 Usage::
 
@@ -25,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import sporco
 import zarr
@@ -36,7 +39,7 @@ from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, basis_record, load_basis
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, _sample_photographs, fit_image, sample, to_float_rgb
-from pipeline.runtime import connect
+from pipeline.runtime import WORKER_MALLOC, SolverThreads
 from pipeline.store import read_images
 
 
@@ -83,6 +86,20 @@ def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Pat
     return seconds, read_images(zarr.open_group(store, mode="r"))
 
 
+def start(*, malloc: bool, solver_threads: bool) -> Client:
+    """A 2-worker LocalCluster like :func:`pipeline.runtime.connect`'s, with parts switched off."""
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    if malloc:
+        environ.update(WORKER_MALLOC)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
+    client = Client(cluster)
+    if solver_threads:
+        client.register_plugin(SolverThreads())
+    return client
+
+
 def psnr(a, b) -> float:
     return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
@@ -96,28 +113,28 @@ def main() -> None:
     args = parser.parse_args()
     basis = load_basis(args.basis)
     rows = []
-    tuned = connect(n_workers=2, dashboard_address="127.0.0.1:0")
-    plain_cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                                 dashboard_address="127.0.0.1:0")
-    plain = Client(plain_cluster)
+    variants = {
+        "pipeline": start(malloc=True, solver_threads=True),
+        "fft_defaults": start(malloc=True, solver_threads=False),
+        "dask_malloc": start(malloc=False, solver_threads=True),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for size, images in ((64, images_64(args.n64)), (224, images_224(args.n224))):
             ref_s, ref = reference_loop(images, basis)
-            pipe_s, pipe = pipeline_run(tuned, images, args.basis, size, Path(tmp) / f"t{size}")
-            plain_s, _ = pipeline_run(plain, images, args.basis, size, Path(tmp) / f"p{size}")
+            row = {"size": size, "n": len(images), "ref_ips": len(images) / ref_s}
+            for name, client in variants.items():
+                seconds, result = pipeline_run(client, images, args.basis, size,
+                                               Path(tmp) / f"{name}{size}")
+                row[name] = (len(images) / seconds, ref_s / seconds)
+                if name == "pipeline":
+                    pipe = result
             originals = np.stack([i.astype(np.float32) / 255 for i in images])
-            agreement = [psnr(p, r) for p, r in zip(pipe, ref, strict=True)]
-            rows.append({
-                "size": size, "n": len(images),
-                "ref_ips": len(images) / ref_s, "pipe_ips": len(images) / pipe_s,
-                "plain_ips": len(images) / plain_s, "ratio": ref_s / pipe_s,
-                "plain_ratio": ref_s / plain_s,
-                "psnr_ref": np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)]),
-                "psnr_pipe": np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)]),
-                "agree_min": min(agreement),
-            })
-            print(rows[-1], flush=True)
-    for client in (tuned, plain):
+            row["psnr_ref"] = np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)])
+            row["psnr_pipe"] = np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)])
+            row["agree_min"] = min(psnr(p, r) for p, r in zip(pipe, ref, strict=True))
+            rows.append(row)
+            print(row, flush=True)
+    for client in variants.values():
         cluster = client.cluster
         client.close()
         cluster.close()
@@ -133,14 +150,16 @@ def render(rows, args) -> str:
         f"Python {platform.python_version()}, sporco {sporco.__version__}, "
         f"zarr {zarr.__version__}; basis {args.basis.name}",
         "",
-        "| size | images | reference loop img/s | pipeline img/s | ratio | pipeline, sporco FFT "
-        "defaults img/s | ratio | PSNR(image, rec) ref / pipeline | min agreement PSNR |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| size | images | reference loop img/s | pipeline img/s (ratio) | sporco FFT defaults "
+        "img/s (ratio) | Dask malloc default img/s (ratio) | PSNR(image, rec) reference / "
+        "pipeline | min agreement PSNR |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        cells = " | ".join(f"{r[k][0]:.2f} ({r[k][1]:.2f}x)"
+                           for k in ("pipeline", "fft_defaults", "dask_malloc"))
         lines.append(
-            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.2f} | {r['pipe_ips']:.2f} | "
-            f"{r['ratio']:.2f}x | {r['plain_ips']:.2f} | {r['plain_ratio']:.2f}x | "
+            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.2f} | {cells} | "
             f"{r['psnr_ref']:.2f} / {r['psnr_pipe']:.2f} dB | {r['agree_min']:.1f} dB |")
     return "\n".join(lines) + "\n"
 

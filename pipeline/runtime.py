@@ -9,12 +9,21 @@ from __future__ import annotations
 import logging
 import os
 
+import dask
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
+
+#: glibc malloc settings for worker processes, set before they start.  Dask's
+#: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap threshold
+#: at 128 KiB, so every solver temporary (~1 MB at 64x64) is a fresh mmap that
+#: page-faults on first touch: one 64x64 solve took 1.56 s instead of 0.75 s.
+#: Keeping freed memory (up to 128 MiB) and serving arrays under 32 MiB from the
+#: heap made it 0.5 s (benchmarks/README.md).
+WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 
 
 class SolverThreads(WorkerPlugin):
@@ -61,13 +70,15 @@ def connect(
     else:
         # Threaded workers talk in-process; worker processes listen on localhost only.
         listen = {"host": "127.0.0.1"} if processes else {}
-        cluster = LocalCluster(
-            n_workers=n_workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=processes,
-            dashboard_address=dashboard_address,
-            **listen,
-        )
+        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(
+                n_workers=n_workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=processes,
+                dashboard_address=dashboard_address,
+                **listen,
+            )
         client = Client(cluster)
     client.register_plugin(SolverThreads())
     log.info("Dask dashboard: %s", client.dashboard_link)
