@@ -11,8 +11,11 @@ so the ratios are robust to a shared, noisy machine:
   processes, one FFT thread each, tuned malloc), writing a real Zarr store;
 - pipeline, sporco FFT defaults: the same, without ``SolverThreads``, so each
   worker keeps pyfftw's threads = cores and FFTW_MEASURE planning;
-- pipeline, Dask malloc default: the same as "pipeline", with the nanny's
-  MALLOC_TRIM_THRESHOLD_=65536 instead of ``runtime.WORKER_MALLOC``.
+- one solve per process under three malloc settings (no malloc variable,
+  Dask's MALLOC_TRIM_THRESHOLD_=65536, ``runtime.WORKER_MALLOC``), each in a
+  fresh subprocess since glibc reads them at start.
+
+Only one LocalCluster exists at a time, and none while the reference runs.
 
 Usage::
 
@@ -22,7 +25,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +45,7 @@ from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, basis_record, load_basis
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, _sample_photographs, fit_image, sample, to_float_rgb
-from pipeline.runtime import WORKER_MALLOC, SolverThreads
+from pipeline.runtime import WORKER_MALLOC, connect
 from pipeline.store import read_images
 
 
@@ -86,18 +92,55 @@ def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Pat
     return seconds, read_images(zarr.open_group(store, mode="r"))
 
 
-def start(*, malloc: bool, solver_threads: bool) -> Client:
-    """A 2-worker LocalCluster like :func:`pipeline.runtime.connect`'s, with parts switched off."""
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-    if malloc:
-        environ.update(WORKER_MALLOC)
+def start(*, solver_threads: bool) -> Client:
+    """A 2-worker LocalCluster as :func:`pipeline.runtime.connect` starts it, or without
+    :class:`~pipeline.runtime.SolverThreads` (sporco's FFT defaults on each worker)."""
+    if solver_threads:
+        return connect(n_workers=2, dashboard_address="127.0.0.1:0")
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0")
-    client = Client(cluster)
-    if solver_threads:
-        client.register_plugin(SolverThreads())
-    return client
+    return Client(cluster)
+
+
+def stop(client: Client) -> None:
+    cluster = client.cluster
+    client.close()
+    cluster.close()
+
+
+MALLOC_SETTINGS = {
+    "unset": {},
+    "dask": {"MALLOC_TRIM_THRESHOLD_": "65536"},
+    "pipeline": {k: str(v) for k, v in WORKER_MALLOC.items()},
+}
+
+ONE_SOLVE = """
+import sys, time, numpy as np
+sys.path.insert(0, {here!r})
+from reconstruct_throughput import images_64, images_224
+from pipeline.basis import load_basis
+from pipeline.csc import configure_fft, reconstruct_image
+configure_fft(1)
+image = (images_64(1) if {size} == 64 else images_224(1))[0].astype(np.float32) / 255
+basis = load_basis({basis!r})
+reconstruct_image(image, basis)
+started = time.perf_counter()
+for _ in range({repeats}):
+    reconstruct_image(image, basis)
+print((time.perf_counter() - started) / {repeats})
+"""
+
+
+def one_solve_seconds(size: int, env: dict, basis: Path) -> float:
+    """Seconds per solve of one image, in a fresh process with ``env``'s malloc settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    code = ONE_SOLVE.format(here=str(Path(__file__).parent), size=size, basis=str(basis),
+                            repeats=3 if size == 64 else 1)
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def psnr(a, b) -> float:
@@ -113,18 +156,15 @@ def main() -> None:
     args = parser.parse_args()
     basis = load_basis(args.basis)
     rows = []
-    variants = {
-        "pipeline": start(malloc=True, solver_threads=True),
-        "fft_defaults": start(malloc=True, solver_threads=False),
-        "dask_malloc": start(malloc=False, solver_threads=True),
-    }
     with tempfile.TemporaryDirectory() as tmp:
         for size, images in ((64, images_64(args.n64)), (224, images_224(args.n224))):
             ref_s, ref = reference_loop(images, basis)
             row = {"size": size, "n": len(images), "ref_ips": len(images) / ref_s}
-            for name, client in variants.items():
+            for name, solver_threads in (("pipeline", True), ("fft_defaults", False)):
+                client = start(solver_threads=solver_threads)
                 seconds, result = pipeline_run(client, images, args.basis, size,
                                                Path(tmp) / f"{name}{size}")
+                stop(client)
                 row[name] = (len(images) / seconds, ref_s / seconds)
                 if name == "pipeline":
                     pipe = result
@@ -132,12 +172,10 @@ def main() -> None:
             row["psnr_ref"] = np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)])
             row["psnr_pipe"] = np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)])
             row["agree_min"] = min(psnr(p, r) for p, r in zip(pipe, ref, strict=True))
+            row["malloc"] = {name: one_solve_seconds(size, env, args.basis)
+                             for name, env in MALLOC_SETTINGS.items()}
             rows.append(row)
             print(row, flush=True)
-    for client in variants.values():
-        cluster = client.cluster
-        client.close()
-        cluster.close()
     report = render(rows, args)
     print(report)
     if args.out:
@@ -150,17 +188,18 @@ def render(rows, args) -> str:
         f"Python {platform.python_version()}, sporco {sporco.__version__}, "
         f"zarr {zarr.__version__}; basis {args.basis.name}",
         "",
-        "| size | images | reference loop img/s | pipeline img/s (ratio) | sporco FFT defaults "
-        "img/s (ratio) | Dask malloc default img/s (ratio) | PSNR(image, rec) reference / "
-        "pipeline | min agreement PSNR |",
+        "| size | images | reference loop img/s | pipeline img/s (ratio) | pipeline with sporco "
+        "FFT defaults img/s (ratio) | PSNR(image, rec) reference / pipeline | min agreement "
+        "PSNR | one solve, s: no malloc setting / Dask's / pipeline's |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = " | ".join(f"{r[k][0]:.2f} ({r[k][1]:.2f}x)"
-                           for k in ("pipeline", "fft_defaults", "dask_malloc"))
+        cells = " | ".join(f"{r[k][0]:.3f} ({r[k][1]:.2f}x)" for k in ("pipeline", "fft_defaults"))
+        malloc = " / ".join(f"{r['malloc'][k]:.2f}" for k in ("unset", "dask", "pipeline"))
         lines.append(
-            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.2f} | {cells} | "
-            f"{r['psnr_ref']:.2f} / {r['psnr_pipe']:.2f} dB | {r['agree_min']:.1f} dB |")
+            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.3f} | {cells} | "
+            f"{r['psnr_ref']:.2f} / {r['psnr_pipe']:.2f} dB | {r['agree_min']:.1f} dB | "
+            f"{malloc} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -233,6 +234,7 @@ def learn_dictionary(
     filter_lmbda: float = 5.0,
     pad: int = 16,
     seed: int = 0,
+    on_iteration: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learn a joint colour convolutional dictionary on the high-pass parts.
 
@@ -255,6 +257,8 @@ def learn_dictionary(
         Tikhonov split, as in :func:`split_low_high`.
     seed : int
         Seed of the random initial dictionary.
+    on_iteration : callable, optional
+        Called after each iteration (e.g. to advance a progress bar).
 
     Returns
     -------
@@ -276,6 +280,7 @@ def learn_dictionary(
             "MaxMainIter": max_iter,
             "CBPDN": {"rho": 50.0 * lmbda + 0.5, "AutoRho": {"Enabled": True}},
             "CCMOD": {"ZeroMean": True},
+            "Callback": None if on_iteration is None else _never_stop(on_iteration),
         },
         dmethod="cns",
     )
@@ -286,3 +291,13 @@ def learn_dictionary(
     basis /= np.linalg.norm(basis.reshape(-1, n_filters), axis=0)
     objective = np.asarray(learner.getitstat().ObjFun, dtype=np.float64)
     return basis, objective
+
+
+def _never_stop(on_iteration: Callable[[], object]) -> Callable[[object], bool]:
+    """Wrap ``on_iteration`` as a sporco callback, which stops learning when it returns True."""
+
+    def callback(_solver) -> bool:
+        on_iteration()
+        return False
+
+    return callback

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.basis import BasisError, basis_name, save_basis, write_manifest
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
              args.filter_size, args.filter_size, len(images), config.name, args.iterations)
     configure_fft(threads=1)
     started = time.perf_counter()
-    basis, objective = learn_dictionary(
-        images, n_filters=args.filters, filter_size=args.filter_size, lmbda=args.lmbda,
-        max_iter=args.iterations, seed=args.seed)
+    with tqdm(total=args.iterations, unit="it", desc="learn", disable=args.quiet > 0) as bar:
+        basis, objective = learn_dictionary(
+            images, n_filters=args.filters, filter_size=args.filter_size, lmbda=args.lmbda,
+            max_iter=args.iterations, seed=args.seed, on_iteration=bar.update)
     path = Path(args.out) / basis_name(args.filters, args.filter_size, args.lmbda)
     try:
         sha256 = save_basis(path, basis)

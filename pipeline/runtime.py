@@ -27,16 +27,19 @@ WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_"
 
 
 class SolverThreads(WorkerPlugin):
-    """Give each worker process one FFT thread per Dask thread it runs.
+    """Give each worker process one FFT thread, and import the stages once at start.
 
     sporco's FFT settings are process-global and default to every core, so
     without this, two worker processes each start one FFT thread per core.
-    (The nanny already sets OMP/MKL/OpenBLAS to one thread.)
+    (The nanny already sets OMP/MKL/OpenBLAS to one thread.)  Importing the
+    flow's modules here (sporco, scikit-image, zarr: a few seconds) keeps that
+    cost out of the first task.
     """
 
     name = "pipeline-solver-threads"
 
     def setup(self, worker) -> None:
+        import flows.reconstruct  # noqa: F401
         from pipeline.csc import configure_fft
 
         configure_fft(threads=1)

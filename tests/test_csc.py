@@ -100,7 +100,10 @@ def test_published_images_land_in_the_quasi_natural_space(reference_basis_path):
 
 def test_learned_dictionary_is_zero_mean_unit_norm_and_objective_falls():
     images = np.random.default_rng(5).random((4, 24, 24, 3), dtype=np.float32)
-    basis, objective = learn_dictionary(images, n_filters=6, filter_size=5, max_iter=8)
+    ticks = []
+    basis, objective = learn_dictionary(images, n_filters=6, filter_size=5, max_iter=8,
+                                        on_iteration=lambda: ticks.append(1) or True)
+    assert len(ticks) == 8  # a callback returning True must not stop learning early
     assert basis.shape == (5, 5, 3, 6) and basis.dtype == np.float32
     validate_basis(basis)
     assert objective.shape == (8,) and objective[-1] < objective[0]
