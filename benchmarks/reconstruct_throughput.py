@@ -9,8 +9,10 @@ so the ratios are robust to a shared, noisy machine:
 - pipeline: :func:`flows.reconstruct.reconstruct_dataset` on the LocalCluster
   that :func:`pipeline.runtime.connect` starts (2 single-threaded worker
   processes, one FFT thread each, tuned malloc), writing a real Zarr store;
-- pipeline, sporco FFT defaults: the same, without ``SolverThreads``, so each
-  worker keeps pyfftw's threads = cores and FFTW_MEASURE planning;
+- pipeline, sporco solver: the same with ``csc.solver: sporco`` (sporco's own
+  X-step solve), which separates the gain of 2 workers from the solver's;
+- pipeline, sporco FFT defaults: as the previous, without ``SolverThreads``, so
+  each worker keeps pyfftw's threads = cores and FFTW_MEASURE planning;
 - one solve per process under three malloc settings (no malloc variable,
   Dask's MALLOC_TRIM_THRESHOLD_=65536, ``runtime.WORKER_MALLOC``), each in a
   fresh subprocess since glibc reads them at start.
@@ -81,12 +83,17 @@ def reference_loop(images: list[np.ndarray], basis: np.ndarray) -> tuple[float, 
     return time.perf_counter() - started, np.stack(out)
 
 
-def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Path):
+VARIANTS = (("pipeline", "woodbury", True), ("sporco_solver", "sporco", True),
+            ("fft_defaults", "sporco", False))
+
+
+def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Path,
+                 options: CSCOptions):
     dataset = Dataset(f"bench{size}", [f"{i:04d}" for i in range(len(images))], list(images),
                       image_size=size, fit="none")
     started = time.perf_counter()
     reconstruct_dataset(client, dataset, basis=load_basis(basis_path),
-                        basis_record=basis_record(basis_path), options=CSCOptions(),
+                        basis_record=basis_record(basis_path), options=options,
                         store_path=store, progress=False)
     seconds = time.perf_counter() - started
     return seconds, read_images(zarr.open_group(store, mode="r"))
@@ -160,10 +167,11 @@ def main() -> None:
         for size, images in ((64, images_64(args.n64)), (224, images_224(args.n224))):
             ref_s, ref = reference_loop(images, basis)
             row = {"size": size, "n": len(images), "ref_ips": len(images) / ref_s}
-            for name, solver_threads in (("pipeline", True), ("fft_defaults", False)):
+            for name, solver, solver_threads in VARIANTS:
                 client = start(solver_threads=solver_threads)
                 seconds, result = pipeline_run(client, images, args.basis, size,
-                                               Path(tmp) / f"{name}{size}")
+                                               Path(tmp) / f"{name}{size}",
+                                               CSCOptions(solver=solver))
                 stop(client)
                 row[name] = (len(images) / seconds, ref_s / seconds)
                 if name == "pipeline":
@@ -188,13 +196,14 @@ def render(rows, args) -> str:
         f"Python {platform.python_version()}, sporco {sporco.__version__}, "
         f"zarr {zarr.__version__}; basis {args.basis.name}",
         "",
-        "| size | images | reference loop img/s | pipeline img/s (ratio) | pipeline with sporco "
-        "FFT defaults img/s (ratio) | PSNR(image, rec) reference / pipeline | min agreement "
-        "PSNR | one solve, s: no malloc setting / Dask's / pipeline's |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | images | reference loop img/s | pipeline img/s (ratio) | pipeline, sporco "
+        "solver img/s (ratio) | pipeline, sporco solver and FFT defaults img/s (ratio) | "
+        "PSNR(image, rec) reference / pipeline | min agreement PSNR | one solve, s: no malloc "
+        "setting / Dask's / pipeline's |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = " | ".join(f"{r[k][0]:.3f} ({r[k][1]:.2f}x)" for k in ("pipeline", "fft_defaults"))
+        cells = " | ".join(f"{r[k][0]:.3f} ({r[k][1]:.2f}x)" for k, _, _ in VARIANTS)
         malloc = " / ".join(f"{r['malloc'][k]:.2f}" for k in ("unset", "dask", "pipeline"))
         lines.append(
             f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.3f} | {cells} | "

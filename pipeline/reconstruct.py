@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", metavar="DIR",
                         help="also write PNG files named after the sources")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a store made with other settings")
+                        help="start the store afresh, also one made with other settings")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="count", default=0)

@@ -122,3 +122,16 @@ def test_user_errors_are_a_sentence_exit_2_and_lose_nothing(photos, reference_ba
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], before)
+
+
+def test_runs_on_an_existing_scheduler(photos, reference_basis_path, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    config = write_config(tmp_path, photos, reference_basis_path, max_iter=3)
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster:
+        assert main([str(config), "--scheduler", cluster.scheduler_address]) == 0
+        assert len(cluster.workers) == 1  # the command left the cluster it was given alone
+    err = capsys.readouterr().err
+    assert "Dask dashboard: http://127.0.0.1:" in err and "12 of 12 images done" in err
+    assert zarr.open_group(tmp_path / "photos.zarr", mode="r")["done"][:].all()
