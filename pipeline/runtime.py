@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 
 #: glibc malloc settings for worker processes, set before they start.  Dask's
-#: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which fixes glibc's mmap threshold
-#: at 128 KiB, so every solver temporary (~1 MB at 64x64) is a fresh mmap that
-#: page-faults on first touch: one 64x64 solve took 1.56 s instead of 0.75 s.
-#: Keeping freed memory (up to 128 MiB) and serving arrays under 32 MiB from the
-#: heap made it 0.5 s (benchmarks/README.md).
+#: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
+#: threshold at 128 KiB, so every solver temporary (~1 MB at 64x64) is a fresh
+#: mmap that page-faults on first touch: one 64x64 solve took 0.95 s instead of
+#: 0.24 s (benchmarks/README.md).  These values measured the same as glibc's
+#: defaults, and unlike "unset" they can also be given to `dask worker`.
 WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 
 
