@@ -93,11 +93,23 @@ def reconstruct_dataset(
     summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
     if summary.done_before:
         log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
+    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
+    _run_tasks(client, dataset, todo, basis, task, summary, strict=strict, progress=progress)
+    summary.seconds = time.perf_counter() - started
+    group.attrs.update({
+        "failed": summary.failed,
+        "summary": {"total": summary.total, "done": summary.done,
+                    "failed": len(summary.failed), "seconds": round(summary.seconds, 2)},
+    })
+    return summary
+
+
+def _run_tasks(client, dataset, todo, basis, task, summary, *, strict, progress) -> None:
+    """Submit one task per pending image, a bounded window at a time; tally the results."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
     run_id = uuid.uuid4().hex[:8]
     basis_future = client.scatter(basis, broadcast=True, hash=False)
-    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
 
     def submit(index: int):
         return client.submit(reconstruct_task, int(index), dataset.items[index], basis_future,
@@ -106,7 +118,7 @@ def reconstruct_dataset(
     window = max(4, 4 * sum(client.nthreads().values()))
     queue = iter(todo)
     running = as_completed([submit(i) for _, i in zip(range(window), queue, strict=False)])
-    with tqdm(total=len(dataset), initial=summary.done_before, unit="img",
+    with tqdm(total=summary.total, initial=summary.done_before, unit="img",
               disable=not progress, desc="reconstruct") as bar:
         for future in running:
             index, _, error = future.result()
@@ -123,13 +135,6 @@ def reconstruct_dataset(
             next_index = next(queue, None)
             if next_index is not None:
                 running.add(submit(next_index))
-    summary.seconds = time.perf_counter() - started
-    group.attrs.update({
-        "failed": summary.failed,
-        "summary": {"total": summary.total, "done": summary.done,
-                    "failed": len(summary.failed), "seconds": round(summary.seconds, 2)},
-    })
-    return summary
 
 
 def _first_image_size(dataset: Dataset) -> int:

@@ -92,6 +92,8 @@ def to_float_rgb(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind in "ui":
         scale = 65535.0 if array.dtype.itemsize > 1 else 255.0
         return np.clip(array.astype(np.float32) / scale, 0.0, 1.0)
+    if not np.all(np.isfinite(array)):
+        raise ImageReadError("image contains NaN or Inf values")
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 

@@ -5,8 +5,9 @@ command parses, loads the config, and calls :func:`flows.reconstruct.reconstruct
 
 Exit status: 0 when every image was reconstructed; 1 when some images could
 not be read (they are listed in the store and the summary; re-running retries
-them); 2 for an error found before any work (config, data set, basis, store);
-130 when interrupted (re-run the same command to resume).
+them), ``--strict`` stopped, or the run failed (a worker or the store); 2 for
+an error found before any work (config, data set, basis, store); 130 when
+interrupted.  After 1 or 130, the same command resumes.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config, dataset, basis, basis_path, args) -> int:
     """Start the runtime, run the flow, report; the runtime is closed on every path."""
-    from flows.reconstruct import reconstruct_dataset  # noqa: PLC0415
+    from flows.reconstruct import StrictModeError, reconstruct_dataset  # noqa: PLC0415
     from pipeline.runtime import connect  # noqa: PLC0415
 
     client = connect(args.scheduler, n_workers=args.workers,
@@ -103,6 +104,14 @@ def run(config, dataset, basis, basis_path, args) -> int:
         log.error("interrupted: images finished so far are kept in %s; "
                   "run the same command again to resume", config.store_path)
         return 130
+    except USER_ERRORS + (StrictModeError,):
+        raise
+    except Exception as err:  # a worker or the store failed: say so, keep what is done
+        log.debug("traceback of the failure", exc_info=True)
+        log.error("run failed: %s: %s; images finished so far are kept in %s; run the same "
+                  "command again to resume (-v shows the traceback)", type(err).__name__, err,
+                  config.store_path)
+        return 1
     finally:
         close(client)
     log.info("%d of %d images done in %.1f s (%d this run) -> %s", summary.done,

@@ -135,3 +135,14 @@ def test_runs_on_an_existing_scheduler(photos, reference_basis_path, tmp_path, c
     err = capsys.readouterr().err
     assert "Dask dashboard: http://127.0.0.1:" in err and "12 of 12 images done" in err
     assert zarr.open_group(tmp_path / "photos.zarr", mode="r")["done"][:].all()
+
+
+def test_a_failing_run_says_so_and_how_to_resume(photos, reference_basis_path, tmp_path,
+                                                  capsys):
+    config = write_config(tmp_path, photos, reference_basis_path)
+    # 4x4 images cannot be coded with 8x8 filters: every task fails on the workers
+    assert main([str(config), "--set", "dataset.image_size=4", "--workers", "2",
+                 "--dashboard-address", "127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err
+    assert "run failed: ValueError: image (4, 4) is smaller than the filters (8, 8)" in err
+    assert "run the same command again to resume" in err and "Traceback" not in err

@@ -124,3 +124,10 @@ def test_sample_is_real_photographs_cut_to_64x64():
     image = first.load(10)
     assert image.shape == (64, 64, 3) and image.std() > 0.02  # a photograph, not a flat tile
     np.testing.assert_array_equal(first.items[123], second.items[123])
+
+
+def test_non_finite_float_images_are_refused():
+    image = np.full((8, 8, 3), 0.5, np.float32)
+    image[2, 3, 1] = np.nan
+    with pytest.raises(ImageReadError, match="image contains NaN or Inf values"):
+        load_item(image, size=8)
