@@ -44,7 +44,7 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from flows.reconstruct import reconstruct_dataset
-from pipeline.basis import DEFAULT_BASIS, basis_record, load_basis
+from pipeline.basis import DEFAULT_BASIS, load_basis, open_bases
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, _sample_photographs, fit_image, sample, to_float_rgb
 from pipeline.runtime import WORKER_MALLOC, connect
@@ -92,8 +92,7 @@ def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Pat
     dataset = Dataset(f"bench{size}", [f"{i:04d}" for i in range(len(images))], list(images),
                       image_size=size, fit="none")
     started = time.perf_counter()
-    reconstruct_dataset(client, dataset, basis=load_basis(basis_path),
-                        basis_record=basis_record(basis_path), options=options,
+    reconstruct_dataset(client, dataset, bases=open_bases(basis_path), options=options,
                         store_path=store, progress=False)
     seconds = time.perf_counter() - started
     return seconds, read_images(zarr.open_group(store, mode="r"))

@@ -15,11 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from distributed import Client, as_completed
 from tqdm import tqdm
 
+from pipeline.basis import BasisSet
+from pipeline.clustering import assign
 from pipeline.csc import CSCOptions, reconstruct_image
+from pipeline.dae import encode, load_model
 from pipeline.datasets import Dataset, ImageReadError, load_item
 from pipeline.store import open_store, pending, write_image
 
@@ -46,14 +48,18 @@ class StrictModeError(RuntimeError):
     """An image failed and the run was asked to stop at the first failure."""
 
 
-def reconstruct_task(index, item, basis, *, store_path, options, size, fit):
-    """Load, reconstruct and store image ``index``; return (index, n_iter, error)."""
+def reconstruct_task(index, item, bases: BasisSet, *, store_path, options, size, fit):
+    """Load, assign, reconstruct and store image ``index``; return (index, n_iter, error)."""
     try:
         image = load_item(item, size=size, fit=fit)
     except ImageReadError as err:
         return index, 0, str(err)
-    result, n_iter = reconstruct_image(image, basis, options)
-    write_image(store_path, index, result, n_iter)
+    cluster = 0
+    if bases.stratified:  # image -> 64x64 -> encoder -> PCA -> nearest centroid
+        latent = encode(load_model(bases.dae_weights), image[None])
+        cluster = int(assign(latent, bases.clusters)[0])
+    result, n_iter = reconstruct_image(image, bases.bases[cluster], options)
+    write_image(store_path, index, result, n_iter, cluster)
     return index, n_iter, None
 
 
@@ -61,8 +67,7 @@ def reconstruct_dataset(
     client: Client,
     dataset: Dataset,
     *,
-    basis: np.ndarray,
-    basis_record: dict,
+    bases: BasisSet,
     options: CSCOptions,
     store_path: Path,
     dtype: str = "uint8",
@@ -73,16 +78,17 @@ def reconstruct_dataset(
 ) -> RunSummary:
     """Reconstruct every image of ``dataset`` not yet done into the store at ``store_path``.
 
-    ``basis`` is a validated (P, P, 3, M) array (:func:`pipeline.basis.load_basis`),
-    sent once to every worker; ``basis_record`` (file name and checksum) goes
-    into the store's settings.  Images that cannot be read are skipped and recorded
-    (``strict`` stops at the first instead); a re-run does only what is left.
+    ``bases`` (:func:`pipeline.basis.open_bases`) is sent once to every
+    worker; each image is reconstructed with the basis of its cluster, and its
+    record (files and checksums) goes into the store's settings.  Images that
+    cannot be read are skipped and recorded (``strict`` stops at the first
+    instead); a re-run does only what is left.
     """
     started = time.perf_counter()
-    size = dataset.image_size or _first_image_size(dataset)
+    size = dataset.side()
     settings = {
         "dataset": {"name": dataset.name, "image_size": size, "fit": dataset.fit},
-        "basis": basis_record,
+        "basis": bases.record,
         "csc": options.as_dict(),
     }
     store_path = Path(store_path).resolve()
@@ -94,7 +100,7 @@ def reconstruct_dataset(
     if summary.done_before:
         log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
     task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
-    _run_tasks(client, dataset, todo, basis, task, summary, strict=strict, progress=progress)
+    _run_tasks(client, dataset, todo, bases, task, summary, strict=strict, progress=progress)
     summary.seconds = time.perf_counter() - started
     group.attrs.update({
         "failed": summary.failed,
@@ -104,15 +110,15 @@ def reconstruct_dataset(
     return summary
 
 
-def _run_tasks(client, dataset, todo, basis, task, summary, *, strict, progress) -> None:
+def _run_tasks(client, dataset, todo, bases, task, summary, *, strict, progress) -> None:
     """Submit one task per pending image, a bounded window at a time; tally the results."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
     run_id = uuid.uuid4().hex[:8]
-    basis_future = client.scatter(basis, broadcast=True, hash=False)
+    bases_future = client.scatter(bases, broadcast=True, hash=False)
 
     def submit(index: int):
-        return client.submit(reconstruct_task, int(index), dataset.items[index], basis_future,
+        return client.submit(reconstruct_task, int(index), dataset.items[index], bases_future,
                              key=f"reconstruct-{index}-{run_id}", **task)
 
     window = max(4, 4 * sum(client.nthreads().values()))
@@ -135,14 +141,3 @@ def _run_tasks(client, dataset, todo, basis, task, summary, *, strict, progress)
             next_index = next(queue, None)
             if next_index is not None:
                 running.add(submit(next_index))
-
-
-def _first_image_size(dataset: Dataset) -> int:
-    """Side of the data set's images when the config keeps their size: all must match it."""
-    image = dataset.load(0)
-    if image.shape[0] != image.shape[1]:
-        raise ImageReadError(f"{dataset.names[0]}: image_size is not set and the image is "
-                             f"not square ({image.shape[0]}x{image.shape[1]}); set "
-                             "dataset.image_size in the config")
-    return int(image.shape[0])
-

@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipeline import __version__
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASIS = PROJECT_ROOT / "basis" / "sample" / "64_p8_lm0.2.npy"
@@ -126,3 +129,119 @@ def write_manifest(folder: str | Path, entries: dict[str, dict]) -> Path:
     path = Path(folder) / "manifest.json"
     path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- basis sets: one basis per KMeans cluster -------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class BasisSet:
+    """One basis per cluster, and what assigns an image to its cluster.
+
+    Attributes
+    ----------
+    bases : list of (P, P, 3, M) float32 arrays
+        ``bases[c]`` reconstructs the images of cluster ``c``.
+    clusters : pipeline.clustering.Clusters or None
+        PCA and centroids over DAE latents; None with a single basis.
+    dae_weights : dict of str to Tensor, or None
+        The DAE whose encoder makes the latents; None with a single basis.
+    record : dict
+        What a store records: the files with their SHA-256.
+    """
+
+    bases: list[np.ndarray]
+    clusters: object | None = None
+    dae_weights: dict | None = None
+    record: dict = field(default_factory=dict)
+
+    @property
+    def stratified(self) -> bool:
+        return self.clusters is not None
+
+
+def open_bases(path: str | Path) -> BasisSet:
+    """A basis set folder (with ``manifest.json``) or a single basis ``.npy`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return load_basis_set(path)
+    return BasisSet([load_basis(path)], record=basis_record(path))
+
+
+def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None,
+                   dae_weights: dict | None = None, manifest: dict) -> Path:
+    """Write a basis set and its manifest (settings plus the SHA-256 of every file).
+
+    Layout: ``cluster_<c>/<M>_p<P>_lm<lambda>.npy`` per cluster, and with
+    more than one cluster ``pca_mean.npy``, ``pca_components.npy``,
+    ``centroids.npy`` and ``dae.pt`` (a state dict of tensors).
+    """
+    from pipeline.dae import save_weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lmbda = manifest.get("settings", {}).get("lmbda", 0.2)
+    files = {}
+    for c, basis in enumerate(bases):
+        name = f"cluster_{c:02d}/{basis_name(basis.shape[3], basis.shape[0], lmbda)}"
+        files[name] = save_basis(folder / name, basis)
+    if clusters is not None:
+        for name, array in (("pca_mean.npy", clusters.mean),
+                            ("pca_components.npy", clusters.components),
+                            ("centroids.npy", clusters.centroids)):
+            np.save(folder / name, array, allow_pickle=False)
+            files[name] = file_sha256(folder / name)
+        save_weights(folder / "dae.pt", dae_weights)
+        files["dae.pt"] = file_sha256(folder / "dae.pt")
+    body = {**manifest, "version": __version__, "n_clusters": len(bases),
+            "bases": [n for n in files if n.startswith("cluster_")], "files": files}
+    (folder / MANIFEST).write_text(json.dumps(body, indent=2) + "\n")
+    return folder / MANIFEST
+
+
+def load_basis_set(folder: str | Path) -> BasisSet:
+    """Load a basis set, verifying every file's checksum and the arrays' shapes.
+
+    Raises
+    ------
+    BasisError
+        Naming the file: missing manifest or file, checksum mismatch, a basis
+        that fails :func:`validate_basis`, or arrays whose shapes disagree.
+    """
+    from pipeline.clustering import Clusters
+    from pipeline.dae import LATENT_SHAPE, load_weights
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files, names = manifest["files"], manifest["bases"]
+    except (OSError, ValueError, KeyError) as err:
+        raise BasisError(f"{folder / MANIFEST}: not a basis-set manifest ({err})") from None
+    for name, sha256 in files.items():
+        if not (folder / name).is_file():
+            raise BasisError(f"{folder / name}: listed in the manifest but missing")
+        if file_sha256(folder / name) != sha256:
+            raise BasisError(f"{folder / name}: checksum does not match the manifest "
+                             "(the file was changed after the set was written)")
+    bases = [load_basis(folder / name) for name in names]
+    record = {"set": folder.name, "files": files}
+    if len(bases) == 1 and "centroids.npy" not in files:
+        return BasisSet(bases, record=record)
+    arrays = {n: np.load(folder / n, allow_pickle=False)
+              for n in ("pca_mean.npy", "pca_components.npy", "centroids.npy")}
+    clusters = Clusters(arrays["pca_mean.npy"], arrays["pca_components.npy"],
+                        arrays["centroids.npy"])
+    latent = int(np.prod(LATENT_SHAPE))
+    if (clusters.mean.shape != (latent,) or clusters.components.shape[1:] != (latent,)
+            or clusters.centroids.shape != (len(bases), clusters.components.shape[0])):
+        raise BasisError(
+            f"{folder}: PCA/centroid shapes {clusters.mean.shape}, "
+            f"{clusters.components.shape}, {clusters.centroids.shape} do not fit "
+            f"{len(bases)} clusters of {latent}-value latents")
+    try:
+        weights = load_weights(folder / "dae.pt")
+    except ValueError as err:
+        raise BasisError(str(err)) from None
+    return BasisSet(bases, clusters, weights, record)

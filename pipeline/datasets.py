@@ -68,6 +68,21 @@ class Dataset:
         """Image ``index`` as (H, W, 3) float32 in [0, 1]."""
         return load_item(self.items[index], size=self.image_size, fit=self.fit)
 
+    def side(self) -> int:
+        """Side of the square images the data set yields.
+
+        ``image_size`` when set; else the first image's side, which every
+        other image is then brought to.
+        """
+        if self.image_size:
+            return self.image_size
+        image = self.load(0)
+        if image.shape[0] != image.shape[1]:
+            raise ImageReadError(
+                f"{self.names[0]}: image_size is not set and the image is not square "
+                f"({image.shape[0]}x{image.shape[1]}); set dataset.image_size in the config")
+        return int(image.shape[0])
+
 
 # --- one image -------------------------------------------------------------------
 

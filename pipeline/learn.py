@@ -1,11 +1,13 @@
-"""``python -m pipeline.learn``: learn a convolutional dictionary on a data set.
+"""``python -m pipeline.learn --clusters 10``: learn a basis set, one dictionary per cluster.
 
-This version learns the one-basis method (``--clusters 1``): one joint colour
-dictionary on the high-pass parts of a seeded random subset of the data set's
-images, written as ``<out>/<M>_p<P>_lm<lambda>.npy`` with a ``manifest.json``
-that records its checksum, the settings, the objective per iteration and the
-exact command.  Learning one dictionary per KMeans cluster needs the DAE
-stage and is not available yet.
+DAE -> latents -> PCA + KMeans -> one convolutional dictionary per cluster, on
+the data set a config names (the embedded sample by default).  Writes a basis
+set folder (see :func:`pipeline.basis.save_basis_set`) with PNG plots, and
+prints the command that reconstructs with it.  ``--clusters 1`` is the
+one-basis method (no DAE, no clustering).
+
+Exit status: 0 done; 2 an error found before or during learning (config, data
+set, a cluster too small), printed as one sentence.
 """
 
 from __future__ import annotations
@@ -14,35 +16,42 @@ import argparse
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.basis import BasisError, basis_name, save_basis, write_manifest
+from pipeline.basis import save_basis_set
 from pipeline.config import ConfigError, load_config
-from pipeline.csc import configure_fft, learn_dictionary
+from pipeline.dae import DAEOptions
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
-from pipeline.reconstruct import configure_logging
+from pipeline.reconstruct import close, configure_logging
 
 log = logging.getLogger("pipeline.learn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.learn",
-                                     description="Learn a convolutional dictionary (basis).")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.learn",
+        description="Learn a basis set: DAE, KMeans clusters, one dictionary per cluster.")
+    parser.add_argument("--clusters", type=int, default=10, help="KMeans clusters (default 10)")
     parser.add_argument("--dataset", default="sample", help="config name (default: sample)")
-    parser.add_argument("--clusters", type=int, default=1,
-                        help="KMeans clusters; only 1 (one basis) is available so far")
-    parser.add_argument("--out", default="basis/learned", help="output folder")
-    parser.add_argument("--images", type=int, default=64, help="training images (random subset)")
-    parser.add_argument("--filters", type=int, default=64, help="number of filters M")
+    parser.add_argument("--out", help="basis-set folder (default: basis/<dataset>-k<clusters>)")
+    parser.add_argument("--filters", type=int, default=64, help="filters per basis M")
     parser.add_argument("--filter-size", type=int, default=8, help="filter side P")
     parser.add_argument("--lmbda", type=float, default=0.2, help="sparsity weight")
-    parser.add_argument("--iterations", type=int, default=200, help="learning iterations")
+    parser.add_argument("--iterations", type=int, default=100,
+                        help="dictionary-learning iterations per cluster")
+    parser.add_argument("--images-per-cluster", type=int, default=64,
+                        help="training images per cluster dictionary (random subset)")
+    parser.add_argument("--max-images", type=int, default=5000,
+                        help="images used for the DAE and the clusters (random subset)")
+    parser.add_argument("--dae-epochs", type=int, default=40, help="most DAE epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
+    parser.add_argument("--workers", type=int, help="LocalCluster workers (default: cores)")
+    parser.add_argument("--dashboard-address", default="127.0.0.1:8787")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing set")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="count", default=0)
     return parser
@@ -51,44 +60,70 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose - args.quiet)
-    if args.clusters != 1:
-        log.error("--clusters %d: clustered learning (DAE + KMeans) is not available yet; "
-                  "use --clusters 1", args.clusters)
-        return 2
+    from flows.learn import CDLOptions, ClusterTooSmallError  # noqa: PLC0415
+
+    out = Path(args.out or f"basis/{args.dataset}-k{args.clusters}")
     try:
+        if args.clusters < 1:
+            raise ConfigError(f"--clusters must be >= 1, got {args.clusters}")
+        if (out / "manifest.json").exists() and not args.overwrite:
+            raise ConfigError(f"{out}: a basis set is already there; pass --overwrite to "
+                              "replace it, or --out to write elsewhere")
         config = load_config(args.dataset)
         dataset = open_dataset(config.dataset, config.name)
-        rng = np.random.default_rng(args.seed)
-        chosen = np.sort(rng.choice(len(dataset), min(args.images, len(dataset)), replace=False))
-        images = np.stack([dataset.load(int(i)) for i in chosen])
-    except (ConfigError, DatasetError, ImageReadError) as err:
-        log.error("%s", err)
-        return 2
-    log.info("learning %d filters of %dx%d on %d images of %s (%d iterations)", args.filters,
-             args.filter_size, args.filter_size, len(images), config.name, args.iterations)
-    configure_fft(threads=1)
-    started = time.perf_counter()
-    with tqdm(total=args.iterations, unit="it", desc="learn", disable=args.quiet > 0) as bar:
-        basis, objective = learn_dictionary(
-            images, n_filters=args.filters, filter_size=args.filter_size, lmbda=args.lmbda,
-            max_iter=args.iterations, seed=args.seed, on_iteration=bar.update)
-    path = Path(args.out) / basis_name(args.filters, args.filter_size, args.lmbda)
-    try:
-        sha256 = save_basis(path, basis)
-    except BasisError as err:
+        cdl = CDLOptions(args.filters, args.filter_size, args.lmbda, args.iterations,
+                         args.images_per_cluster, args.seed)
+        dae = DAEOptions(max_epochs=args.dae_epochs, seed=args.seed)
+        log.info("%s: %d images; %d clusters of %d %dx%d filters, lambda %g", config.name,
+                 len(dataset), args.clusters, args.filters, args.filter_size,
+                 args.filter_size, args.lmbda)
+        result = learn(dataset, cdl, dae, args)
+    except (ConfigError, DatasetError, ImageReadError, ClusterTooSmallError) as err:
         log.error("%s", err)
         return 2
     command = "python -m pipeline.learn " + shlex.join(argv if argv is not None else sys.argv[1:])
-    write_manifest(path.parent, {path.name: {
-        "sha256": sha256, "shape": list(basis.shape), "lmbda": args.lmbda,
-        "dataset": config.name, "images": [dataset.names[i] for i in chosen],
-        "iterations": args.iterations, "seed": args.seed, "objective": objective.tolist(),
-        "seconds": round(time.perf_counter() - started, 1), "version": __version__,
-        "command": command}})
-    log.info("wrote %s (objective %.1f -> %.1f)", path, objective[0], objective[-1])
-    log.info("reconstruct with it: python -m pipeline.reconstruct %s --basis %s",
-             args.dataset, path)
+    write(out, result, cdl, dae, config.name, command)
+    log.info("wrote basis set %s (%d clusters, %.0f s)", out, args.clusters,
+             result.seconds["total"])
+    log.info("reconstruct with it: python -m pipeline.reconstruct %s --basis-set %s",
+             args.dataset, out)
     return 0
+
+
+def learn(dataset, cdl, dae, args):
+    from flows.learn import learn_bases  # noqa: PLC0415
+    from pipeline.runtime import connect  # noqa: PLC0415
+
+    client = connect(args.scheduler, n_workers=args.workers,
+                     dashboard_address=args.dashboard_address)
+    try:
+        return learn_bases(client, dataset, n_clusters=args.clusters, cdl=cdl, dae=dae,
+                           max_images=args.max_images, progress=args.quiet == 0)
+    finally:
+        close(client)
+
+
+def write(out: Path, result, cdl, dae, dataset_name: str, command: str) -> None:
+    """The basis set, its manifest and the plots next to it."""
+    from flows.learn import manifest_settings  # noqa: PLC0415
+    from pipeline import plots  # noqa: PLC0415
+
+    sizes = np.bincount(result.labels, minlength=len(result.bases)).tolist()
+    manifest = {
+        "kind": "basis-set", "command": command, "dataset": dataset_name,
+        "n_images": int(len(result.labels)), "cluster_sizes": sizes,
+        "settings": manifest_settings(cdl, dae),
+        "objective": [o.tolist() for o in result.objectives],
+        "dae_history": result.dae_history, "seconds": result.seconds,
+        "created_by_version": __version__,
+    }
+    save_basis_set(out, result.bases, clusters=result.clusters,
+                   dae_weights=result.dae_weights, manifest=manifest)
+    plots.plot_filters(result.bases, out / "filters.png")
+    plots.plot_examples(result.images, result.labels, out / "examples.png")
+    plots.plot_objectives(result.objectives, out / "objective.png")
+    if result.latents is not None:
+        plots.plot_latents(result.latents, result.labels, out / "latents.png")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from pipeline import __version__
-from pipeline.basis import BasisError, basis_record, load_basis, resolve_basis_path
+from pipeline.basis import BasisError, open_bases, resolve_basis_path
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
 from pipeline.store import StoreError, export_images
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", nargs="?", default="sample",
                         help="config name in configs/ (default: sample) or a YAML path")
     parser.add_argument("--out", help="output Zarr store (default: the config's store.path)")
-    parser.add_argument("--basis", help="basis .npy file (default: the config's basis)")
+    parser.add_argument("--basis", "--basis-set", dest="basis",
+                        help="a basis .npy file, or a basis-set folder made by pipeline.learn "
+                        "(default: the config's basis)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. csc.lmbda=0.3")
     parser.add_argument("--scheduler", metavar="ADDRESS",
@@ -70,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.dataset, overrides)
         dataset = open_dataset(config.dataset, config.name)
         basis_path = resolve_basis_path(config.basis)
-        basis = load_basis(basis_path)
-        log.info("%s: %d images, basis %s, lambda %g", config.name, len(dataset),
+        bases = open_bases(basis_path)
+        log.info("%s: %d images, %s %s, lambda %g", config.name, len(dataset),
+                 f"basis set of {len(bases.bases)} clusters" if bases.stratified else "basis",
                  basis_path, config.csc.lmbda)
-        return run(config, dataset, basis, basis_path, args)
+        return run(config, dataset, bases, args)
     except DatasetError as err:
         log.error("%s (dataset.path in the config; override with --set dataset.path=PATH)", err)
         return 2
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run(config, dataset, basis, basis_path, args) -> int:
+def run(config, dataset, bases, args) -> int:
     """Start the runtime, run the flow, report; the runtime is closed on every path."""
     from flows.reconstruct import StrictModeError, reconstruct_dataset  # noqa: PLC0415
     from pipeline.runtime import connect  # noqa: PLC0415
@@ -95,8 +98,8 @@ def run(config, dataset, basis, basis_path, args) -> int:
     summary = None
     try:
         summary = reconstruct_dataset(
-            client, dataset, basis=basis, basis_record=basis_record(basis_path),
-            options=config.csc, store_path=config.store_path, dtype=config.store.dtype,
+            client, dataset, bases=bases, options=config.csc, store_path=config.store_path,
+            dtype=config.store.dtype,
             attrs={"config": config.as_dict()}, overwrite=args.overwrite, strict=args.strict,
             progress=args.quiet == 0,
         )

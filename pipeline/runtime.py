@@ -39,10 +39,13 @@ class SolverThreads(WorkerPlugin):
     name = "pipeline-solver-threads"
 
     def setup(self, worker) -> None:
+        import torch
+
         import flows.reconstruct  # noqa: F401
         from pipeline.csc import configure_fft
 
         configure_fft(threads=1)
+        torch.set_num_threads(1)  # the DAE's encoder, when images are assigned to clusters
 
 
 def connect(

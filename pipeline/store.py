@@ -8,7 +8,7 @@ array     shape           chunks         meaning
 images    (N, H, W, 3)    (1, H, W, 3)   reconstructions, uint8 (or float32 in [0, 1])
 names     (N,)            (N,)           source name of each image
 labels    (N,)            (N,)           class label, -1 where unknown
-cluster   (N,)            (N,)           KMeans cluster whose basis was used (0: one basis)
+cluster   (N,)            (1,)           KMeans cluster whose basis was used (0: one basis)
 n_iter    (N,)            (1,)           ADMM iterations of the image's solve
 done      (N,)            (1,)           completion record: True once ``images[i]`` is written
 ========  ==============  =============  ===========================================
@@ -45,7 +45,6 @@ def open_store(
     dtype: str,
     settings: dict,
     labels: np.ndarray | None = None,
-    cluster: np.ndarray | None = None,
     attrs: dict | None = None,
     overwrite: bool = False,
 ) -> zarr.Group:
@@ -64,8 +63,8 @@ def open_store(
     settings : dict
         What determines the pixels; a store made with different settings is
         refused unless ``overwrite``.
-    labels, cluster : (N,) int arrays, optional
-        Class labels (-1 unknown) and KMeans cluster of each image.
+    labels : (N,) int array, optional
+        Class labels (-1 unknown).
     attrs : dict, optional
         Further attributes to record (e.g. the resolved config).
     overwrite : bool
@@ -97,8 +96,7 @@ def open_store(
     group.create_array("names", shape=(n,), chunks=(max(n, 1),), dtype=str)[:] = np.array(names)
     group.create_array("labels", shape=(n,), chunks=(max(n, 1),), dtype="int64")[:] = (
         -1 if labels is None else labels)
-    group.create_array("cluster", shape=(n,), chunks=(max(n, 1),), dtype="int32")[:] = (
-        0 if cluster is None else cluster)
+    group.create_array("cluster", shape=(n,), chunks=(1,), dtype="int16", fill_value=-1)
     group.create_array("n_iter", shape=(n,), chunks=(1,), dtype="int16", fill_value=0)
     group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
     group.attrs.update({"settings": settings, "version": __version__, **_plain(attrs or {})})
@@ -126,7 +124,9 @@ def pending(group: zarr.Group) -> np.ndarray:
     return np.flatnonzero(~group["done"][:])
 
 
-def write_image(path: str | Path, index: int, image: np.ndarray, n_iter: int = 0) -> None:
+def write_image(
+    path: str | Path, index: int, image: np.ndarray, n_iter: int = 0, cluster: int = 0
+) -> None:
     """Write reconstruction ``index`` as its own chunk, then mark it done.
 
     ``image`` is (H, W, 3) float32 in [0, 1]; it is stored as the ``images``
@@ -138,6 +138,7 @@ def write_image(path: str | Path, index: int, image: np.ndarray, n_iter: int = 0
         image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     images[index] = image
     group["n_iter"][index] = n_iter
+    group["cluster"][index] = cluster
     group["done"][index] = True  # only after the image's chunk is written
 
 

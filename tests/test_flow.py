@@ -11,15 +11,14 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from flows.reconstruct import StrictModeError, reconstruct_dataset
-from pipeline.basis import basis_record, load_basis
+from pipeline.basis import open_bases
 from pipeline.csc import CSCOptions
 from pipeline.datasets import image_folder, sample
 from pipeline.store import read_images
 
 
 def run(client, dataset, basis_path, store, **kwargs):
-    return reconstruct_dataset(client, dataset, basis=load_basis(basis_path),
-                               basis_record=basis_record(basis_path),
+    return reconstruct_dataset(client, dataset, bases=open_bases(basis_path),
                                store_path=store, progress=False, **kwargs)
 
 

@@ -22,7 +22,8 @@ def test_layout_chunks_one_image_per_chunk(tmp_path):
     assert group["images"].shape == (3, 8, 8, 3) and group["images"].chunks == (1, 8, 8, 3)
     assert group["images"].dtype == np.uint8
     assert group["names"][:].tolist() == NAMES
-    assert group["labels"][:].tolist() == [0, 0, 1] and group["cluster"][:].tolist() == [0, 0, 0]
+    assert group["labels"][:].tolist() == [0, 0, 1]
+    assert group["cluster"][:].tolist() == [-1, -1, -1]  # set by each image's task
     assert group.attrs["settings"]["csc"] == {"lmbda": 0.2}
     assert pending(group).tolist() == [0, 1, 2]
 
@@ -31,10 +32,10 @@ def test_write_marks_done_only_with_the_image(tmp_path):
     path = tmp_path / "s.zarr"
     make(path)
     image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
-    write_image(path, 1, image, n_iter=42)
+    write_image(path, 1, image, n_iter=42, cluster=3)
     group = zarr.open_group(path, mode="r")
     assert pending(group).tolist() == [0, 2]
-    assert group["n_iter"][1] == 42
+    assert group["n_iter"][1] == 42 and group["cluster"][1] == 3
     np.testing.assert_allclose(read_images(group, 1), image, atol=0.5 / 255 + 1e-6)
     # one file per image chunk: the written image and nothing else
     assert sorted(p.name for p in (path / "images" / "c").iterdir()) == ["1"]
