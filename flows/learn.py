@@ -56,6 +56,9 @@ class LearnResult:
     dae_history: dict | None
     seconds: dict[str, float]
     cdl_task_workers: list[str]
+    cdl_task_seconds: list[float]
+    names: list[str]  # (N,) source name of each training image
+    cdl_members: list[np.ndarray]  # per cluster: indices of the images its dictionary saw
 
 
 def _load_chunk(items, size, fit) -> np.ndarray:
@@ -67,12 +70,15 @@ def _encode_chunk(images: np.ndarray, weights: dict) -> np.ndarray:
 
 
 def _learn_cluster(cluster: int, images: np.ndarray, options: CDLOptions):
+    """One cluster's dictionary; also says which worker learned it, and in how long."""
     import distributed
 
+    started = time.perf_counter()
     basis, objective = learn_dictionary(
         images, n_filters=options.n_filters, filter_size=options.filter_size,
         lmbda=options.lmbda, max_iter=options.max_iter, seed=options.seed + cluster)
-    return cluster, basis, objective, distributed.get_worker().address
+    where = distributed.get_worker().address
+    return cluster, basis, objective, where, time.perf_counter() - started
 
 
 def learn_bases(
@@ -122,22 +128,25 @@ def learn_bases(
 
     t = time.perf_counter()
     rng = np.random.default_rng(cdl.seed)
-    tasks = []
+    tasks, cdl_members = [], []
     for c in range(n_clusters):
         members = np.flatnonzero(labels == c)
         if len(members) > cdl.images_per_cluster:
             members = np.sort(rng.choice(members, cdl.images_per_cluster, replace=False))
+        cdl_members.append(members)
         tasks.append(client.submit(_learn_cluster, c, images[members], cdl, pure=False))
-    bases, objectives, workers = [None] * n_clusters, [None] * n_clusters, []
+    bases, objectives, workers, task_seconds = [None] * n_clusters, [None] * n_clusters, [], []
     with tqdm(total=n_clusters, unit="cluster", desc="dictionaries", disable=not progress) as bar:
         for future in as_completed(tasks):
-            c, bases[c], objectives[c], worker = future.result()
+            c, bases[c], objectives[c], worker, spent = future.result()
             workers.append(worker)
+            task_seconds.append(spent)
             bar.update()
     seconds["dictionaries"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     return LearnResult(bases, clusters, weights, labels, images, latents, objectives, history,
-                       seconds, workers)
+                       seconds, workers, task_seconds, [dataset.names[i] for i in chosen],
+                       cdl_members)
 
 
 def _check_cluster_sizes(labels: np.ndarray, n_clusters: int) -> None:

@@ -25,7 +25,9 @@ from pipeline import __version__
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASIS = PROJECT_ROOT / "basis" / "sample" / "64_p8_lm0.2.npy"
-"""The basis the project learned on its embedded sample (see ``basis/README.md``)."""
+"""The single basis the project learned on its embedded sample (see ``basis/README.md``)."""
+DEFAULT_BASIS_SET = PROJECT_ROOT / "basis" / "sample-k10"
+"""The basis set of 10 clusters learned on the embedded sample: the default of reconstruct."""
 
 NAME_PATTERN = re.compile(r"^(?P<filters>\d+)_p(?P<size>\d+)_lm(?P<lmbda>[0-9.]+)\.npy$")
 
@@ -40,8 +42,8 @@ class BasisError(ValueError):
 
 
 def resolve_basis_path(value: str | Path) -> Path:
-    """Turn a config value into a basis path: ``"default"`` names the shipped one."""
-    return DEFAULT_BASIS if str(value) == "default" else Path(value).expanduser()
+    """Turn a config value into a basis path: ``"default"`` names the shipped basis set."""
+    return DEFAULT_BASIS_SET if str(value) == "default" else Path(value).expanduser()
 
 
 def load_basis(path: str | Path) -> np.ndarray:

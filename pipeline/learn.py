@@ -115,6 +115,7 @@ def write(out: Path, result, cdl, dae, dataset_name: str, command: str) -> None:
         "settings": manifest_settings(cdl, dae),
         "objective": [o.tolist() for o in result.objectives],
         "dae_history": result.dae_history, "seconds": result.seconds,
+        "dictionary_images": [[result.names[i] for i in m] for m in result.cdl_members],
         "created_by_version": __version__,
     }
     save_basis_set(out, result.bases, clusters=result.clusters,

@@ -1,0 +1,165 @@
+"""Stratified learning: DAE, clusters, per-cluster dictionaries, basis sets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import REFERENCE, normalised, psnr
+
+from flows.learn import CDLOptions, ClusterTooSmallError, learn_bases
+from pipeline.basis import (
+    DEFAULT_BASIS_SET,
+    BasisError,
+    load_basis,
+    load_basis_set,
+    save_basis_set,
+    validate_basis,
+)
+from pipeline.clustering import assign, fit_clusters
+from pipeline.csc import reconstruct_image
+from pipeline.dae import DAEOptions, encode, load_model, load_weights, save_weights, train_dae
+from pipeline.datasets import Dataset, read_image, sample
+
+SMALL_CDL = CDLOptions(n_filters=8, filter_size=6, max_iter=4, images_per_cluster=12)
+SMALL_DAE = DAEOptions(max_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def photos() -> Dataset:
+    """117 sample tiles, every third."""
+    full = sample()
+    keep = list(range(0, 350, 3))
+    return Dataset("photos", [full.names[i] for i in keep], [full.items[i] for i in keep],
+                   image_size=64, fit="none")
+
+
+def test_dae_trains_encodes_and_round_trips_weights(photos, tmp_path):
+    images = np.stack([photos.load(i) for i in range(16)])
+    weights, history = train_dae(images, SMALL_DAE)
+    assert len(history["train"]) == 2 and all(np.isfinite(history["validation"]))
+    latents = encode(load_model(weights), images)
+    assert latents.shape == (16, 2048) and latents.dtype == np.float32
+    save_weights(tmp_path / "dae.pt", weights)
+    again = encode(load_model(load_weights(tmp_path / "dae.pt")), images)
+    np.testing.assert_array_equal(again, latents)
+    resized = encode(load_model(weights), np.stack([photos.load(0)] * 2)[:, ::2, ::2])
+    assert resized.shape == (2, 2048)  # other sizes are resized to 64x64 for this stage
+
+
+def test_weights_file_that_is_not_weights_is_refused(tmp_path):
+    (tmp_path / "dae.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="dae.pt: not DAE weights"):
+        load_weights(tmp_path / "dae.pt")
+    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not DAE weights"):
+        load_weights(tmp_path / "other.pt")
+
+
+def test_clusters_separate_blobs_and_assignment_is_arrays_only():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (3, 2048))
+    latents = np.concatenate([c + rng.normal(0, 1, (20, 2048)) for c in centres])
+    model, labels = fit_clusters(latents.astype(np.float32), 3, seed=0)
+    assert model.components.shape == (60, 2048)  # 128 capped at the 60 samples
+    assert model.centroids.shape == (3, 60)
+    for blob in range(3):  # each blob is one cluster
+        assert len(set(labels[blob * 20 : (blob + 1) * 20])) == 1
+    assert len(set(labels)) == 3
+    np.testing.assert_array_equal(assign(latents, model), labels)
+    with pytest.raises(ValueError, match="--clusters must be between 1 and the number of images"):
+        fit_clusters(latents, 61)
+
+
+def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos, tmp_path):
+    first = learn_bases(client, photos, n_clusters=3, cdl=SMALL_CDL, dae=SMALL_DAE,
+                        progress=False)
+    again = learn_bases(client, photos, n_clusters=3, cdl=SMALL_CDL, dae=SMALL_DAE,
+                        progress=False)
+    assert len(first.bases) == 3
+    for basis in first.bases:
+        assert basis.shape == (6, 6, 3, 8)
+        validate_basis(basis)  # zero-mean per channel, unit norm
+    np.testing.assert_array_equal(first.labels, again.labels)
+    for a, b in zip(first.bases, again.bases, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(set(first.cdl_task_workers)) == 2  # the clusters were learned on both workers
+    assert all(len(o) == 4 and o[-1] < o[0] for o in first.objectives)
+
+    manifest = {"settings": {"lmbda": 0.2}, "command": "test"}
+    save_basis_set(tmp_path / "set", first.bases, clusters=first.clusters,
+                   dae_weights=first.dae_weights, manifest=manifest)
+    loaded = load_basis_set(tmp_path / "set")
+    assert loaded.stratified and len(loaded.bases) == 3
+    written = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert written["bases"][0] == "cluster_00/8_p6_lm0.2.npy"
+    for name in written["bases"]:
+        np.testing.assert_array_equal(load_basis(tmp_path / "set" / name),
+                                      first.bases[int(name[8:10])])
+    latents = encode(load_model(loaded.dae_weights), first.images)
+    np.testing.assert_array_equal(assign(latents, loaded.clusters), first.labels)
+
+
+def test_too_small_cluster_is_a_clear_error(client, photos):
+    with pytest.raises(ClusterTooSmallError, match=r"cluster \d+ has \d+ images; dictionary "
+                                                   r"learning needs at least 8 .* use fewer"):
+        learn_bases(client, photos, n_clusters=12, cdl=SMALL_CDL, dae=SMALL_DAE, progress=False)
+
+
+@pytest.fixture
+def small_set(tmp_path, small_basis):
+    rng = np.random.default_rng(0)
+    from pipeline.clustering import Clusters
+    from pipeline.dae import DAE
+
+    clusters = Clusters(np.zeros(2048, np.float32), rng.standard_normal((4, 2048)).astype(
+        np.float32), rng.standard_normal((2, 4)).astype(np.float32))
+    save_basis_set(tmp_path / "set", [small_basis, small_basis], clusters=clusters,
+                   dae_weights=DAE().state_dict(), manifest={"settings": {"lmbda": 0.2}})
+    return tmp_path / "set"
+
+
+def test_tampered_or_missing_files_are_refused(small_set):
+    load_basis_set(small_set)
+    target = small_set / "cluster_01" / "8_p4_lm0.2.npy"
+    original = target.read_bytes()
+    target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(BasisError, match="cluster_01/8_p4_lm0.2.npy: checksum does not match"):
+        load_basis_set(small_set)
+    target.write_bytes(original)
+    (small_set / "centroids.npy").unlink()
+    with pytest.raises(BasisError, match="centroids.npy: listed in the manifest but missing"):
+        load_basis_set(small_set)
+    shutil.rmtree(small_set)
+    small_set.mkdir()
+    with pytest.raises(BasisError, match="manifest.json: not a basis-set manifest"):
+        load_basis_set(small_set)
+
+
+def test_shipped_set_beats_random_and_nears_the_published_basis(reference_basis_path):
+    """Held-out images: the ten published photographs and sample tiles no dictionary saw."""
+    bases = load_basis_set(DEFAULT_BASIS_SET)
+    manifest = json.loads((DEFAULT_BASIS_SET / "manifest.json").read_text())
+    assert manifest["command"] == "python -m pipeline.learn --clusters 10"
+    seen = {name for names in manifest["dictionary_images"] for name in names}
+    tiles = sample()
+    held_out = [tiles.load(i) for i, n in enumerate(tiles.names) if n not in seen][:6]
+    held_out += [read_image(p) for p in
+                 sorted((REFERENCE / "sample_images_64" / "original").glob("*.png"))]
+    assert len(held_out) >= 12
+
+    published = load_basis(reference_basis_path)
+    rng = np.random.default_rng(0)
+    random_basis = normalised(rng.standard_normal(published.shape))
+    model = load_model(bases.dae_weights)
+    own, rand, pub = [], [], []
+    for image in held_out:
+        cluster = int(assign(encode(model, image[None]), bases.clusters)[0])
+        own.append(psnr(image, reconstruct_image(image, bases.bases[cluster])[0]))
+        rand.append(psnr(image, reconstruct_image(image, random_basis)[0]))
+        pub.append(psnr(image, reconstruct_image(image, published)[0]))
+    assert np.mean(own) > np.mean(rand)
+    assert np.mean(own) > np.mean(pub) - 1.5
