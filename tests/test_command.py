@@ -6,6 +6,7 @@ marked slow; CI runs them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -146,3 +147,28 @@ def test_a_failing_run_says_so_and_how_to_resume(photos, reference_basis_path, t
     err = capsys.readouterr().err
     assert "run failed: ValueError: image (4, 4) is smaller than the filters (8, 8)" in err
     assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
+    from pipeline.learn import main as learn
+
+    out = tmp_path / "set3"
+    assert learn(["--clusters", "3", "--out", str(out), "--filters", "8", "--filter-size", "6",
+                  "--iterations", "3", "--images-per-cluster", "12", "--dae-epochs", "2",
+                  "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote basis set {out}" in err
+    assert f"reconstruct with it: python -m pipeline.reconstruct sample --basis-set {out}" in err
+    for plot in ("filters.png", "examples.png", "latents.png", "objective.png"):
+        assert (out / plot).stat().st_size > 1000
+    assert learn(["--clusters", "3", "--out", str(out)]) == 2  # never overwrites silently
+    assert "a basis set is already there" in capsys.readouterr().err
+
+    store = tmp_path / "sample.zarr"
+    assert main(["sample", "--basis-set", str(out), "--set", "csc.max_iter=3", "--out",
+                 str(store), "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
+    group = zarr.open_group(store, mode="r")
+    manifest = json.loads((out / "manifest.json").read_text())
+    sizes = np.bincount(group["cluster"][:], minlength=3)
+    assert sizes.tolist() == manifest["cluster_sizes"]  # each image in its own cluster
+    assert group.attrs["settings"]["basis"]["set"] == "set3"
