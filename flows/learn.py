@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.clustering import Clusters, fit_clusters
 from pipeline.csc import learn_dictionary
-from pipeline.dae import DAEOptions, encode, load_model, train_dae
+from pipeline.dae import DAEOptions, default_device, encode, load_model, train_dae
 from pipeline.datasets import Dataset, load_item
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ def _load_chunk(items, size, fit) -> np.ndarray:
     return np.stack([load_item(item, size=size, fit=fit) for item in items])
 
 
+def _train_dae(images: np.ndarray, options: DAEOptions):
+    """Train on the worker's GPU when it has one, else on its CPU."""
+    return train_dae(images, options, device=default_device())
+
+
 def _encode_chunk(images: np.ndarray, weights: dict) -> np.ndarray:
     return encode(load_model(weights), images)
 
@@ -92,7 +97,10 @@ def learn_bases(
     chunk_size: int = 32,
     progress: bool = True,
 ) -> LearnResult:
-    """Learn one basis per cluster of ``dataset`` (one basis, no DAE, when ``n_clusters == 1``)."""
+    """Learn one basis per cluster of ``dataset`` (one basis, no DAE, when ``n_clusters == 1``).
+
+    At most ``max_images`` images (a seeded random subset) are used.
+    """
     cdl, dae = cdl or CDLOptions(), dae or DAEOptions()
     seconds = {}
     started = time.perf_counter()
@@ -110,31 +118,51 @@ def learn_bases(
     clusters = weights = latents = history = None
     labels = np.zeros(len(images), np.int64)
     if n_clusters > 1:
-        t = time.perf_counter()
-        on_worker = client.submit(np.concatenate, loaded, pure=False)
-        weights, history = client.submit(train_dae, on_worker, dae, pure=False).result()
-        seconds["dae"] = time.perf_counter() - t
-        log.info("DAE trained: %d epochs, validation BCE %.4f (%.1f s)", len(history["train"]),
-                 min(history["validation"]), seconds["dae"])
-        t = time.perf_counter()
-        weights_future = client.scatter(weights, broadcast=True, hash=False)
-        parts = client.map(_encode_chunk, loaded, weights=weights_future, pure=False)
-        latents = np.concatenate(client.gather(parts))
-        clusters, labels = fit_clusters(latents, n_clusters, seed=cdl.seed)
-        seconds["cluster"] = time.perf_counter() - t
-        log.info("clusters of %s images (%.1f s)", np.bincount(labels, minlength=n_clusters)
-                 .tolist(), seconds["cluster"])
+        weights, history, latents, clusters, labels = _stratify(client, loaded, n_clusters, dae,
+                                                                cdl.seed, seconds)
     _check_cluster_sizes(labels, n_clusters)
 
     t = time.perf_counter()
+    bases, objectives, members, workers, task_seconds = _learn_dictionaries(
+        client, images, labels, n_clusters, cdl, progress)
+    seconds["dictionaries"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - started
+    return LearnResult(bases, clusters, weights, labels, images, latents, objectives, history,
+                       seconds, workers, task_seconds, [dataset.names[i] for i in chosen],
+                       members)
+
+
+def _stratify(client, loaded, n_clusters, dae, seed, seconds):
+    """Train the DAE on a worker, encode the chunks on the workers, cluster the latents here."""
+    t = time.perf_counter()
+    on_worker = client.submit(np.concatenate, loaded, pure=False)
+    weights, history = client.submit(_train_dae, on_worker, dae, pure=False).result()
+    seconds["dae"] = time.perf_counter() - t
+    log.info("DAE trained: %d epochs, validation BCE %.4f (%.1f s)", len(history["train"]),
+             min(history["validation"]), seconds["dae"])
+    t = time.perf_counter()
+    weights_future = client.scatter(weights, broadcast=True, hash=False)
+    parts = client.map(_encode_chunk, loaded, weights=weights_future, pure=False)
+    latents = np.concatenate(client.gather(parts))
+    clusters, labels = fit_clusters(latents, n_clusters, seed=seed)
+    seconds["cluster"] = time.perf_counter() - t
+    log.info("clusters of %s images (%.1f s)", np.bincount(labels, minlength=n_clusters)
+             .tolist(), seconds["cluster"])
+    return weights, history, latents, clusters, labels
+
+
+def _learn_dictionaries(client, images, labels, n_clusters, cdl, progress):
+    """One task per cluster, on at most ``cdl.images_per_cluster`` of its images."""
     rng = np.random.default_rng(cdl.seed)
-    tasks, cdl_members = [], []
+    tasks, members = [], []
     for c in range(n_clusters):
-        members = np.flatnonzero(labels == c)
-        if len(members) > cdl.images_per_cluster:
-            members = np.sort(rng.choice(members, cdl.images_per_cluster, replace=False))
-        cdl_members.append(members)
-        tasks.append(client.submit(_learn_cluster, c, images[members], cdl, pure=False))
+        mine = np.flatnonzero(labels == c)
+        if len(mine) > cdl.images_per_cluster:
+            mine = np.sort(rng.choice(mine, cdl.images_per_cluster, replace=False))
+        members.append(mine)
+        # Largest clusters first, so the last task to start is a short one.
+        tasks.append(client.submit(_learn_cluster, c, images[mine], cdl, pure=False,
+                                   priority=len(mine)))
     bases, objectives, workers, task_seconds = [None] * n_clusters, [None] * n_clusters, [], []
     with tqdm(total=n_clusters, unit="cluster", desc="dictionaries", disable=not progress) as bar:
         for future in as_completed(tasks):
@@ -142,11 +170,7 @@ def learn_bases(
             workers.append(worker)
             task_seconds.append(spent)
             bar.update()
-    seconds["dictionaries"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - started
-    return LearnResult(bases, clusters, weights, labels, images, latents, objectives, history,
-                       seconds, workers, task_seconds, [dataset.names[i] for i in chosen],
-                       cdl_members)
+    return bases, objectives, members, workers, task_seconds
 
 
 def _check_cluster_sizes(labels: np.ndarray, n_clusters: int) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from pipeline import __version__
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BASIS = PROJECT_ROOT / "basis" / "sample" / "64_p8_lm0.2.npy"
+DEFAULT_BASIS = PROJECT_ROOT / "basis" / "sample-k1" / "cluster_00" / "64_p8_lm0.2.npy"
 """The single basis the project learned on its embedded sample (see ``basis/README.md``)."""
 DEFAULT_BASIS_SET = PROJECT_ROOT / "basis" / "sample-k10"
 """The basis set of 10 clusters learned on the embedded sample: the default of reconstruct."""

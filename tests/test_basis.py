@@ -12,6 +12,7 @@ from pipeline.basis import (
     basis_name,
     file_sha256,
     load_basis,
+    load_basis_set,
     save_basis,
 )
 
@@ -27,15 +28,16 @@ def test_all_published_bases_load_as_they_are():
         np.testing.assert_array_equal(basis, np.load(path))
 
 
-def test_shipped_default_basis_is_valid_and_matches_its_manifest():
+def test_shipped_single_basis_is_valid_and_matches_its_manifest():
     import json
 
     basis = load_basis(DEFAULT_BASIS)
     assert basis.shape == (8, 8, 3, 64)
-    manifest = json.loads((DEFAULT_BASIS.parent / "manifest.json").read_text())
-    entry = manifest[DEFAULT_BASIS.name]
-    assert entry["sha256"] == file_sha256(DEFAULT_BASIS)
-    assert entry["command"].startswith("python -m pipeline.learn")
+    folder = DEFAULT_BASIS.parents[1]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"]["cluster_00/64_p8_lm0.2.npy"] == file_sha256(DEFAULT_BASIS)
+    assert manifest["command"].startswith("python -m pipeline.learn --clusters 1 --iterations 200")
+    assert not load_basis_set(folder).stratified
 
 
 def test_save_then_load_round_trips(tmp_path, small_basis):
