@@ -22,10 +22,10 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.basis import save_basis_set
+from pipeline.cli import add_runtime_arguments, configure_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.dae import DAEOptions
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
-from pipeline.reconstruct import close, configure_logging
 
 log = logging.getLogger("pipeline.learn")
 
@@ -48,12 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images used for the DAE and the clusters (random subset)")
     parser.add_argument("--dae-epochs", type=int, default=40, help="most DAE epochs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
-    parser.add_argument("--workers", type=int, help="LocalCluster workers (default: cores)")
-    parser.add_argument("--dashboard-address", default="127.0.0.1:8787")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing set")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -92,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def learn(dataset, cdl, dae, args):
     from flows.learn import learn_bases  # noqa: PLC0415
-    from pipeline.runtime import connect  # noqa: PLC0415
+    from pipeline.runtime import connect, disconnect  # noqa: PLC0415
 
     client = connect(args.scheduler, n_workers=args.workers,
                      dashboard_address=args.dashboard_address)
@@ -100,7 +96,7 @@ def learn(dataset, cdl, dae, args):
         return learn_bases(client, dataset, n_clusters=args.clusters, cdl=cdl, dae=dae,
                            max_images=args.max_images, progress=args.quiet == 0)
     finally:
-        close(client)
+        disconnect(client)
 
 
 def write(out: Path, result, cdl, dae, dataset_name: str, command: str) -> None:

@@ -18,6 +18,7 @@ import sys
 
 from pipeline import __version__
 from pipeline.basis import BasisError, open_bases, resolve_basis_path
+from pipeline.cli import add_runtime_arguments, configure_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
 from pipeline.store import StoreError, export_images
@@ -41,20 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the config's basis)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value, e.g. csc.lmbda=0.3")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on this Dask scheduler, e.g. tcp://host:8786 "
-                        "(default: a LocalCluster on this machine)")
-    parser.add_argument("--workers", type=int, help="LocalCluster worker processes "
-                        "(default: one per core)")
-    parser.add_argument("--dashboard-address", default="127.0.0.1:8787",
-                        help="LocalCluster dashboard address (default: %(default)s)")
     parser.add_argument("--export", metavar="DIR",
                         help="also write PNG files named after the sources")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the store afresh, also one made with other settings")
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
+    add_runtime_arguments(parser)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(config, dataset, bases, args) -> int:
     """Start the runtime, run the flow, report; the runtime is closed on every path."""
     from flows.reconstruct import StrictModeError, reconstruct_dataset  # noqa: PLC0415
-    from pipeline.runtime import connect  # noqa: PLC0415
+    from pipeline.runtime import connect, disconnect  # noqa: PLC0415
 
     client = connect(args.scheduler, n_workers=args.workers,
                      dashboard_address=args.dashboard_address)
@@ -116,7 +109,7 @@ def run(config, dataset, bases, args) -> int:
                   config.store_path)
         return 1
     finally:
-        close(client)
+        disconnect(client)
     log.info("%d of %d images done in %.1f s (%d this run) -> %s", summary.done,
              summary.total, summary.seconds, summary.done_now, summary.store)
     if config.export:
@@ -131,22 +124,6 @@ def run(config, dataset, bases, args) -> int:
             log.warning("  %s: %s", name, reason)
         return 1
     return 0
-
-
-def close(client) -> None:
-    cluster = client.cluster if hasattr(client, "cluster") else None
-    client.close()
-    if cluster is not None:
-        cluster.close()
-
-
-def configure_logging(level_shift: int) -> None:
-    level = logging.INFO - 10 * level_shift
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(message)s", force=True)
-    import distributed  # noqa: F401, PLC0415 (it sets its loggers' levels when imported)
-
-    # Dask's own INFO lines (workers starting, closing) would bury the progress bar.
-    logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
 
 
 if __name__ == "__main__":

@@ -89,3 +89,11 @@ def connect(
     client.register_plugin(SolverThreads())
     log.info("Dask dashboard: %s", client.dashboard_link)
     return client
+
+
+def disconnect(client: Client) -> None:
+    """Close the client, and the LocalCluster when :func:`connect` started one."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
