@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn a basis set: DAE, KMeans clusters, one dictionary per cluster.")
     parser.add_argument("--clusters", type=int, default=10, help="KMeans clusters (default 10)")
     parser.add_argument("--dataset", default="sample", help="config name (default: sample)")
-    parser.add_argument("--out", help="basis-set folder (default: basis/<dataset>-k<clusters>)")
+    parser.add_argument("--out", help="basis-set folder "
+                        "(default: outputs/bases/<dataset>-k<clusters>)")
     parser.add_argument("--filters", type=int, default=64, help="filters per basis M")
     parser.add_argument("--filter-size", type=int, default=8, help="filter side P")
     parser.add_argument("--lmbda", type=float, default=0.2, help="sparsity weight")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose - args.quiet)
     from flows.learn import CDLOptions, ClusterTooSmallError  # noqa: PLC0415
 
-    out = Path(args.out or f"basis/{args.dataset}-k{args.clusters}")
+    out = Path(args.out or f"outputs/bases/{args.dataset}-k{args.clusters}")
     try:
         if args.clusters < 1:
             raise ConfigError(f"--clusters must be >= 1, got {args.clusters}")
