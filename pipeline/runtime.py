@@ -48,6 +48,23 @@ class SolverThreads(WorkerPlugin):
         torch.set_num_threads(1)  # the DAE's encoder, when images are assigned to clusters
 
 
+class IgnoreInterrupts(WorkerPlugin):
+    """Let Ctrl-C reach only the command, not the worker processes it started.
+
+    A terminal sends SIGINT to the whole process group; the command then
+    stops cleanly and closes its LocalCluster, while each worker process
+    would otherwise print a KeyboardInterrupt traceback.  Registered only on
+    the LocalCluster's own workers, never on a scheduler's that the user runs.
+    """
+
+    name = "pipeline-ignore-interrupts"
+
+    def setup(self, worker) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def connect(
     address: str | None = None,
     *,
@@ -86,6 +103,8 @@ def connect(
                 **listen,
             )
         client = Client(cluster)
+        if processes:
+            client.register_plugin(IgnoreInterrupts())
     client.register_plugin(SolverThreads())
     log.info("Dask dashboard: %s", client.dashboard_link)
     return client

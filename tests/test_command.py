@@ -172,3 +172,21 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
     sizes = np.bincount(group["cluster"][:], minlength=3)
     assert sizes.tolist() == manifest["cluster_sizes"]  # each image in its own cluster
     assert group.attrs["settings"]["basis"]["set"] == "set3"
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, reference_basis_path, tmp_path):
+    config = write_config(tmp_path, photos, reference_basis_path)
+    store = tmp_path / "photos.zarr"
+    run = command(str(config), cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (store / "done" / "c").is_dir() and any((store / "done" / "c").iterdir()):
+            break
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: client and workers
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output
+    assert "interrupted: images finished so far are kept in" in output
+    assert "run the same command again to resume" in output and "Traceback" not in output
+    done = int(zarr.open_group(store, mode="r")["done"][:].sum())
+    assert 1 <= done < 12
