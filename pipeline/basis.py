@@ -126,13 +126,6 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_manifest(folder: str | Path, entries: dict[str, dict]) -> Path:
-    """Write ``manifest.json`` listing each basis file with its checksum and settings."""
-    path = Path(folder) / "manifest.json"
-    path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    return path
-
-
 # --- basis sets: one basis per KMeans cluster -------------------------------------
 
 MANIFEST = "manifest.json"
