@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def reconstruct_dataset(
     overwrite: bool = False,
     strict: bool = False,
     progress: bool = True,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> RunSummary:
     """Reconstruct every image of ``dataset`` not yet done into the store at ``store_path``.
 
@@ -82,7 +84,9 @@ def reconstruct_dataset(
     worker; each image is reconstructed with the basis of its cluster, and its
     record (files and checksums) goes into the store's settings.  Images that
     cannot be read are skipped and recorded (``strict`` stops at the first
-    instead); a re-run does only what is left.
+    instead); a re-run does only what is left.  ``stop_requested`` is asked
+    after each image: when it says True, the remaining tasks are cancelled
+    and :class:`KeyboardInterrupt` is raised, every finished image kept.
     """
     started = time.perf_counter()
     size = dataset.side()
@@ -100,7 +104,8 @@ def reconstruct_dataset(
     if summary.done_before:
         log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
     task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
-    _run_tasks(client, dataset, todo, bases, task, summary, strict=strict, progress=progress)
+    _run_tasks(client, dataset, todo, bases, task, summary, strict=strict, progress=progress,
+               stop_requested=stop_requested)
     summary.seconds = time.perf_counter() - started
     group.attrs.update({
         "failed": summary.failed,
@@ -110,7 +115,8 @@ def reconstruct_dataset(
     return summary
 
 
-def _run_tasks(client, dataset, todo, bases, task, summary, *, strict, progress) -> None:
+def _run_tasks(client, dataset, todo, bases, task, summary, *, strict, progress,
+               stop_requested) -> None:
     """Submit one task per pending image, a bounded window at a time; tally the results."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
@@ -138,6 +144,9 @@ def _run_tasks(client, dataset, todo, bases, task, summary, *, strict, progress)
                     client.cancel(list(running.futures))
                     raise StrictModeError(f"{error} (--strict stops at the first bad image)")
             bar.update()
+            if stop_requested():
+                client.cancel(list(running.futures))
+                raise KeyboardInterrupt
             next_index = next(queue, None)
             if next_index is not None:
                 running.add(submit(next_index))

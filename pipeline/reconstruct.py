@@ -13,8 +13,11 @@ interrupted.  After 1 or 130, the same command resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 
 from pipeline import __version__
 from pipeline.basis import BasisError, open_bases, resolve_basis_path
@@ -90,12 +93,13 @@ def run(config, dataset, bases, args) -> int:
                      dashboard_address=args.dashboard_address)
     summary = None
     try:
-        summary = reconstruct_dataset(
-            client, dataset, bases=bases, options=config.csc, store_path=config.store_path,
-            dtype=config.store.dtype,
-            attrs={"config": config.as_dict()}, overwrite=args.overwrite, strict=args.strict,
-            progress=args.quiet == 0,
-        )
+        with interrupt_after_current_images() as stop_requested:
+            summary = reconstruct_dataset(
+                client, dataset, bases=bases, options=config.csc,
+                store_path=config.store_path, dtype=config.store.dtype,
+                attrs={"config": config.as_dict()}, overwrite=args.overwrite,
+                strict=args.strict, progress=args.quiet == 0, stop_requested=stop_requested,
+            )
     except KeyboardInterrupt:
         log.error("interrupted: images finished so far are kept in %s; "
                   "run the same command again to resume", config.store_path)
@@ -124,6 +128,32 @@ def run(config, dataset, bases, args) -> int:
             log.warning("  %s: %s", name, reason)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def interrupt_after_current_images():
+    """First Ctrl-C: finish the image in hand, then stop; a second one stops at once.
+
+    A KeyboardInterrupt raised at an arbitrary point inside Dask's client
+    machinery can end in its own tracebacks; asking the flow to stop at its
+    next result keeps the exit clean.
+    """
+    requested = False
+
+    def on_interrupt(signum, frame):
+        nonlocal requested
+        requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("stopping after the images being reconstructed (Ctrl-C again to stop now)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
