@@ -1,7 +1,9 @@
-"""The reconstruct flow: every pending image -> one task -> its own chunk in the store.
+"""The reconstruct flow: pending images -> tasks of a few images -> one chunk per image.
 
-Each task reads one image where it runs (:func:`pipeline.datasets.load_item`),
-reconstructs it (:func:`pipeline.csc.reconstruct_image`) and writes it
+Each task reads its images where it runs (:func:`pipeline.datasets.load_item`),
+assigns each to its cluster, reconstructs them with the cluster's dictionary
+(:func:`pipeline.csc.reconstruct`, by default the batched PyTorch solver, on
+the worker's GPU when it has one) and writes each to its own chunk
 (:func:`pipeline.store.write_image`), so pixels never travel through the
 client.  Tasks are submitted in a bounded window, which keeps the client's
 memory independent of the data set's size and drives the progress bar.
@@ -16,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from distributed import Client, as_completed
 from tqdm import tqdm
 
 from pipeline.basis import BasisSet
 from pipeline.clustering import assign
-from pipeline.csc import CSCOptions, reconstruct_image
+from pipeline.config import ComputeConfig
+from pipeline.csc import CSCOptions, reconstruct
 from pipeline.dae import encode, load_model
 from pipeline.datasets import Dataset, ImageReadError, load_item
 from pipeline.store import open_store, pending, write_image
@@ -49,19 +53,36 @@ class StrictModeError(RuntimeError):
     """An image failed and the run was asked to stop at the first failure."""
 
 
-def reconstruct_task(index, item, bases: BasisSet, *, store_path, options, size, fit):
-    """Load, assign, reconstruct and store image ``index``; return (index, n_iter, error)."""
-    try:
-        image = load_item(item, size=size, fit=fit)
-    except ImageReadError as err:
-        return index, 0, str(err)
-    cluster = 0
+def reconstruct_task(indices, items, bases: BasisSet, *, store_path, options, size, fit,
+                     compute: ComputeConfig):
+    """Load, assign, reconstruct and store a block of images; return [(index, n_iter, error)].
+
+    An image that cannot be read is reported, not raised, so that one bad
+    file costs only itself.  Images of one cluster are solved together.
+    """
+    results, images, readable = [], [], []
+    for index, item in zip(indices, items, strict=True):
+        try:
+            images.append(load_item(item, size=size, fit=fit))
+            readable.append(index)
+        except ImageReadError as err:
+            results.append((index, 0, str(err)))
+    if not images:
+        return results
+    images, readable = np.stack(images), np.asarray(readable)
+    clusters = np.zeros(len(images), dtype=np.int64)
     if bases.stratified:  # image -> 64x64 -> encoder -> PCA -> nearest centroid
-        latent = encode(load_model(bases.dae_weights), image[None])
-        cluster = int(assign(latent, bases.clusters)[0])
-    result, n_iter = reconstruct_image(image, bases.bases[cluster], options)
-    write_image(store_path, index, result, n_iter, cluster)
-    return index, n_iter, None
+        clusters = assign(encode(load_model(bases.dae_weights), images), bases.clusters)
+    for cluster in np.unique(clusters):
+        rows = clusters == cluster
+        reconstructions, n_iter = reconstruct(
+            images[rows], bases.bases[cluster], options=options,
+            batch_size=compute.batch_size, device=compute.device)
+        for index, image, iterations in zip(readable[rows], reconstructions, n_iter,
+                                            strict=True):
+            write_image(store_path, int(index), image, int(iterations), int(cluster))
+            results.append((int(index), int(iterations), None))
+    return results
 
 
 def reconstruct_dataset(
@@ -70,6 +91,7 @@ def reconstruct_dataset(
     *,
     bases: BasisSet,
     options: CSCOptions,
+    compute: ComputeConfig = ComputeConfig(),
     store_path: Path,
     dtype: str = "uint8",
     attrs: dict | None = None,
@@ -84,8 +106,9 @@ def reconstruct_dataset(
     worker; each image is reconstructed with the basis of its cluster, and its
     record (files and checksums) goes into the store's settings.  Images that
     cannot be read are skipped and recorded (``strict`` stops at the first
-    instead); a re-run does only what is left.  ``stop_requested`` is asked
-    after each image: when it says True, the remaining tasks are cancelled
+    instead); a re-run does only what is left.  ``compute`` says where the
+    solver runs and how many images a task takes.  ``stop_requested`` is
+    asked after each task: when it says True, the remaining tasks are cancelled
     and :class:`KeyboardInterrupt` is raised, every finished image kept.
     """
     started = time.perf_counter()
@@ -103,8 +126,12 @@ def reconstruct_dataset(
     summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
     if summary.done_before:
         log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
-    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit)
-    _run_tasks(client, dataset, todo, bases, task, summary, strict=strict, progress=progress,
+    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit,
+                compute=compute)
+    per_task = compute.images_per_task or _default_images_per_task(client, compute,
+                                                                   options.solver)
+    blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+    _run_tasks(client, dataset, blocks, bases, task, summary, strict=strict, progress=progress,
                stop_requested=stop_requested)
     summary.seconds = time.perf_counter() - started
     group.attrs.update({
@@ -115,38 +142,54 @@ def reconstruct_dataset(
     return summary
 
 
-def _run_tasks(client, dataset, todo, bases, task, summary, *, strict, progress,
+def _default_images_per_task(client: Client, compute: ComputeConfig, solver: str) -> int:
+    """8 images per task on CPU workers (a few seconds of work); 256 when they have GPUs."""
+    if compute.device == "cpu" or solver != "torch":
+        return 8
+    has_gpu = client.run(_worker_has_gpu)
+    return 256 if any(has_gpu.values()) else 8
+
+
+def _worker_has_gpu() -> bool:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.is_available()
+
+
+def _run_tasks(client, dataset, blocks, bases, task, summary, *, strict, progress,
                stop_requested) -> None:
-    """Submit one task per pending image, a bounded window at a time; tally the results."""
+    """Submit one task per block of pending images, a bounded window at a time; tally."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
     run_id = uuid.uuid4().hex[:8]
     bases_future = client.scatter(bases, broadcast=True, hash=False)
 
-    def submit(index: int):
-        return client.submit(reconstruct_task, int(index), dataset.items[index], bases_future,
-                             key=f"reconstruct-{index}-{run_id}", **task)
+    def submit(block):
+        indices = [int(i) for i in block]
+        return client.submit(reconstruct_task, indices, [dataset.items[i] for i in indices],
+                             bases_future, key=f"reconstruct-{indices[0]}-{run_id}", **task)
 
-    window = max(4, 4 * sum(client.nthreads().values()))
-    queue = iter(todo)
-    running = as_completed([submit(i) for _, i in zip(range(window), queue, strict=False)])
+    window = max(4, 2 * sum(client.nthreads().values()))
+    queue = iter(blocks)
+    running = as_completed([submit(b) for _, b in zip(range(window), queue, strict=False)])
     with tqdm(total=summary.total, initial=summary.done_before, unit="img",
               disable=not progress, desc="reconstruct") as bar:
         for future in running:
-            index, _, error = future.result()
+            results = future.result()
             future.release()
-            if error is None:
-                summary.done_now += 1
-            else:
+            for index, _, error in results:
+                if error is None:
+                    summary.done_now += 1
+                    continue
                 summary.failed[dataset.names[index]] = error
                 log.warning("skipped %s", error)
                 if strict:
                     client.cancel(list(running.futures))
                     raise StrictModeError(f"{error} (--strict stops at the first bad image)")
-            bar.update()
+            bar.update(len(results))
             if stop_requested():
                 client.cancel(list(running.futures))
                 raise KeyboardInterrupt
-            next_index = next(queue, None)
-            if next_index is not None:
-                running.add(submit(next_index))
+            next_block = next(queue, None)
+            if next_block is not None:
+                running.add(submit(next_block))

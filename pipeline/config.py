@@ -56,6 +56,28 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Where and in what portions the solver runs; results do not depend on it.
+
+    ``device`` is ``auto`` (a worker's GPU when it has one, else its CPU),
+    ``cpu`` or ``cuda``.  ``batch_size`` is the most images one solve
+    iterates together (null: 1 on a CPU, what fits in memory on a GPU);
+    ``images_per_task`` the images one Dask task loads, reconstructs and
+    writes (null: 8, or 256 when the workers have GPUs).
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int | None = None
+    images_per_task: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "images_per_task"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+
+
+@dataclass(frozen=True)
 class ReconstructConfig:
     """Everything ``python -m pipeline.reconstruct`` needs, resolved from YAML."""
 
@@ -63,6 +85,7 @@ class ReconstructConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     basis: str = "default"
     csc: CSCOptions = field(default_factory=CSCOptions)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     export: str | None = None
 

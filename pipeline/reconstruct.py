@@ -95,7 +95,7 @@ def run(config, dataset, bases, args) -> int:
     try:
         with interrupt_after_current_images() as stop_requested:
             summary = reconstruct_dataset(
-                client, dataset, bases=bases, options=config.csc,
+                client, dataset, bases=bases, options=config.csc, compute=config.compute,
                 store_path=config.store_path, dtype=config.store.dtype,
                 attrs={"config": config.as_dict()}, overwrite=args.overwrite,
                 strict=args.strict, progress=args.quiet == 0, stop_requested=stop_requested,

@@ -28,6 +28,7 @@ def write_config(folder: Path, images: Path, basis: Path, **csc) -> Path:
     lines = ["dataset:", "  source: folder", f"  path: {images}", "  image_size: 32",
              "  fit: center_crop", f"basis: {basis}", "csc:"]
     lines += [f"  {k}: {v}" for k, v in {"max_iter": 200, **csc}.items()]
+    lines += ["compute:", "  images_per_task: 1"]  # so that a run can stop between images
     lines += ["store:", f"  path: {folder / 'photos.zarr'}"]
     path = folder / "photos.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -76,8 +77,12 @@ def test_command_end_to_end_and_second_run_does_nothing(photos, reference_basis_
     assert "12 of 12 images done" in output and "(0 this run)" in output
 
 
+# Every solve runs its 400 iterations (~0.1 s each), so a run lasts long enough to stop.
+SLOW_SOLVES = {"max_iter": 400, "rel_stop_tol": "1.0e-9"}
+
+
 def test_killed_run_resumes_to_the_same_array(photos, reference_basis_path, tmp_path):
-    config = write_config(tmp_path, photos, reference_basis_path)
+    config = write_config(tmp_path, photos, reference_basis_path, **SLOW_SOLVES)
     full = command(str(config), "--out", str(tmp_path / "full.zarr"), cwd=tmp_path)
     assert full.wait(timeout=300) == 0
 
@@ -175,7 +180,7 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, reference_basis_path, tmp_path):
-    config = write_config(tmp_path, photos, reference_basis_path)
+    config = write_config(tmp_path, photos, reference_basis_path, **SLOW_SOLVES)
     store = tmp_path / "photos.zarr"
     run = command(str(config), cwd=tmp_path)
     deadline = time.monotonic() + 120

@@ -1,0 +1,112 @@
+"""The batched PyTorch solver against sporco, its oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import psnr
+from sporco import signal
+
+from pipeline import batched
+from pipeline.basis import DEFAULT_BASIS, load_basis
+from pipeline.csc import CSCOptions, reconstruct
+from pipeline.datasets import sample
+
+# Sample tiles whose sporco solves stop after 9 to 200 iterations (mean ~66).
+MIXED = (0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 260, 280, 300)
+
+
+@pytest.fixture(scope="module")
+def mixed_images() -> np.ndarray:
+    dataset = sample()
+    return np.stack([dataset.load(i) for i in MIXED])
+
+
+@pytest.fixture(scope="module")
+def sporco_results(mixed_images):
+    basis = load_basis(DEFAULT_BASIS)
+    return reconstruct(mixed_images, basis, options=CSCOptions(solver="sporco"))
+
+
+def test_sixteen_images_of_mixed_convergence_match_sporco(mixed_images, sporco_results):
+    basis = load_basis(DEFAULT_BASIS)
+    expected, expected_iter = sporco_results
+    result, n_iter = batched.reconstruct_batch(mixed_images, basis, batch_size=8)
+    assert expected_iter.min() < 20 and expected_iter.max() == 200  # really mixed
+    assert np.all(np.abs(n_iter - expected_iter) <= 1), (n_iter, expected_iter)
+    agreement = [psnr(a, b) for a, b in zip(result, expected, strict=True)]
+    assert min(agreement) > 40.0
+    ours = np.mean([psnr(x, r) for x, r in zip(mixed_images, result, strict=True)])
+    theirs = np.mean([psnr(x, r) for x, r in zip(mixed_images, expected, strict=True)])
+    assert ours == pytest.approx(theirs, abs=0.05)
+
+
+def test_each_image_stops_on_its_own_test(mixed_images):
+    """In a batch, every image takes the iterations it takes alone, and gives the same pixels."""
+    basis = load_basis(DEFAULT_BASIS)
+    images = mixed_images[[14, 4, 0, 2]]  # 9, 200, 72 and 50 iterations with sporco
+    together, together_iter = batched.reconstruct_batch(images, basis, batch_size=4)
+    for image, result, n_iter in zip(images, together, together_iter, strict=True):
+        alone, alone_iter = batched.reconstruct_batch(image[None], basis, batch_size=1)
+        assert n_iter == alone_iter[0]
+        assert psnr(result, alone[0]) > 100.0
+    assert len(set(together_iter.tolist())) == 4
+
+
+def test_batch_smaller_than_the_images_and_a_batch_of_one(mixed_images):
+    basis = load_basis(DEFAULT_BASIS)
+    images = mixed_images[:5]
+    one, one_iter = batched.reconstruct_batch(images[:1], basis)
+    assert one.shape == (1, 64, 64, 3) and one.dtype == np.float32
+    few, few_iter = batched.reconstruct_batch(images, basis, batch_size=2)
+    assert few.shape == images.shape and few_iter[0] == one_iter[0]
+    assert psnr(few[0], one[0]) > 100.0
+
+
+def test_max_iter_caps_every_image(mixed_images):
+    basis = load_basis(DEFAULT_BASIS)
+    _, n_iter = batched.reconstruct_batch(mixed_images[:4], basis, CSCOptions(max_iter=7),
+                                          batch_size=3)
+    assert n_iter.tolist() == [7, 7, 7, 7]
+
+
+def test_low_high_split_matches_sporcos_tikhonov_filter():
+    image = np.random.default_rng(0).random((20, 26, 3), dtype=np.float32)
+    low, high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])
+    expected_low, expected_high = signal.tikhonov_filter(image, 5.0, 16)
+    np.testing.assert_allclose(low[0].permute(1, 2, 0).numpy(), expected_low, atol=1e-5)
+    np.testing.assert_allclose(high[0].permute(1, 2, 0).numpy(), expected_high, atol=1e-5)
+
+
+def test_woodbury_x_step_solves_the_normal_equations(small_basis):
+    """(rho I + D^H D) x = b at every frequency, for any rho, from one eigendecomposition."""
+    spectrum = batched.dictionary_spectrum(small_basis, (12, 10))
+    rng = np.random.default_rng(1)
+    b = torch.from_numpy(rng.standard_normal((2, 8, 12, 6)) + 1j * rng.standard_normal(
+        (2, 8, 12, 6))).to(torch.complex64)
+    rho = torch.tensor([0.5, 40.0]).reshape(2, 1, 1, 1)
+    x = batched._solve_x(b.clone(), rho, spectrum) / rho
+    d = spectrum.filters  # (3, M, H, Wf)
+    applied = rho * x + torch.einsum("cmhw,cnhw,bnhw->bmhw", d.conj(), d, x)
+    np.testing.assert_allclose(applied.numpy(), b.numpy(), atol=2e-3 * float(b.abs().max()))
+
+
+def test_odd_sized_images_match_sporco(small_basis):
+    image = np.random.default_rng(6).random((15, 17, 3), dtype=np.float32)
+    options = CSCOptions(max_iter=40)
+    ours, ours_iter = reconstruct(image[None], small_basis, options=options)
+    theirs, theirs_iter = reconstruct(image[None], small_basis,
+                                      options=CSCOptions(max_iter=40, solver="sporco"))
+    assert abs(int(ours_iter[0]) - int(theirs_iter[0])) <= 1
+    assert psnr(ours[0], theirs[0]) > 60.0
+
+
+def test_devices():
+    assert batched.resolve_device("cpu").type == "cpu"
+    assert batched.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="PyTorch sees no GPU"):
+            batched.resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        batched.resolve_device("tpu")
