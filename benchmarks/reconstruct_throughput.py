@@ -1,54 +1,69 @@
-"""Throughput of the reconstruct flow against the reference per-image loop.
+"""Throughput, scaling, memory and a profile of the reconstruct flow, against the reference loop.
 
-All variants run in one run of this script, on the same images and settings,
-so the ratios are robust to a shared, noisy machine:
+Everything is measured in one run of this script, on the same images and
+settings, so the ratios are robust to a shared, noisy machine:
 
-- reference: sporco ConvBPDN one image at a time in this process, exactly as
-  the original project's loop (Tikhonov split, ConvBPDN with its options,
-  sporco's default FFT settings: pyfftw, all cores, FFTW_MEASURE);
-- pipeline: :func:`flows.reconstruct.reconstruct_dataset` on the LocalCluster
-  that :func:`pipeline.runtime.connect` starts (2 single-threaded worker
-  processes, one FFT thread each, tuned malloc), writing a real Zarr store;
-- pipeline, sporco solver: the same with ``csc.solver: sporco`` (sporco's own
-  X-step solve), which separates the gain of 2 workers from the solver's;
-- pipeline, sporco FFT defaults: as the previous, without ``SolverThreads``, so
-  each worker keeps pyfftw's threads = cores and FFTW_MEASURE planning;
-- one solve per process under three malloc settings (no malloc variable,
-  Dask's MALLOC_TRIM_THRESHOLD_=65536, ``runtime.WORKER_MALLOC``), each in a
-  fresh subprocess since glibc reads them at start.
+1. throughput at 64x64 and 224x224: the reference per-image loop (sporco
+   ConvBPDN in this process, sporco's default FFT settings) against the
+   pipeline's flow on its default LocalCluster (2 single-threaded worker
+   processes, the batched PyTorch solver), on 1 worker, and with the previous
+   default solver (sporco with the Woodbury X-step);
+2. a sweep of solver batch size against worker count (and one worker process
+   with two PyTorch threads) at 64x64, plotted to ``--plot``;
+3. memory: peak RSS per worker and the client's RSS growth for N = 100 and
+   N = 2000 images read from a folder of PNG files;
+4. a profile of one ADMM iteration (FFTs, X-step, thresholding, residuals),
+   the per-image I/O, and the Dask overhead, with a lower limit per image.
 
 Only one LocalCluster exists at a time, and none while the reference runs.
 
 Usage::
 
-    python benchmarks/reconstruct_throughput.py [--n64 24] [--n224 6] [--out results.md]
+    python benchmarks/reconstruct_throughput.py [--n64 64] [--n224 6] [--out results.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import dask
+import distributed
 import numpy as np
+import psutil
 import sporco
+import torch
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client
+from PIL import Image
 from sporco import signal
 from sporco.admm import cbpdn
 
 from flows.reconstruct import reconstruct_dataset
+from pipeline import batched
 from pipeline.basis import DEFAULT_BASIS, load_basis, open_bases
+from pipeline.config import ComputeConfig
 from pipeline.csc import CSCOptions
-from pipeline.datasets import Dataset, _sample_photographs, fit_image, sample, to_float_rgb
-from pipeline.runtime import WORKER_MALLOC, connect
-from pipeline.store import read_images
+from pipeline.datasets import (
+    Dataset,
+    _sample_photographs,
+    fit_image,
+    image_folder,
+    load_item,
+    sample,
+    to_float_rgb,
+)
+from pipeline.runtime import WORKER_MALLOC, SolverThreads, connect
+from pipeline.store import open_store, read_images, write_image
+
+HERE = Path(__file__).resolve().parent
 
 
 def images_64(n: int) -> list[np.ndarray]:
@@ -83,31 +98,21 @@ def reference_loop(images: list[np.ndarray], basis: np.ndarray) -> tuple[float, 
     return time.perf_counter() - started, np.stack(out)
 
 
-VARIANTS = (("pipeline", "woodbury", True), ("sporco_solver", "sporco", True),
-            ("fft_defaults", "sporco", False))
+class TorchThreads(distributed.WorkerPlugin):
+    """After SolverThreads: let the solver use ``n`` threads in each worker process."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def setup(self, worker) -> None:
+        torch.set_num_threads(self.n)
 
 
-def pipeline_run(client: Client, images, basis_path: Path, size: int, store: Path,
-                 options: CSCOptions):
-    dataset = Dataset(f"bench{size}", [f"{i:04d}" for i in range(len(images))], list(images),
-                      image_size=size, fit="none")
-    started = time.perf_counter()
-    reconstruct_dataset(client, dataset, bases=open_bases(basis_path), options=options,
-                        store_path=store, progress=False)
-    seconds = time.perf_counter() - started
-    return seconds, read_images(zarr.open_group(store, mode="r"))
-
-
-def start(*, solver_threads: bool) -> Client:
-    """A 2-worker LocalCluster as :func:`pipeline.runtime.connect` starts it, or without
-    :class:`~pipeline.runtime.SolverThreads` (sporco's FFT defaults on each worker)."""
-    if solver_threads:
-        return connect(n_workers=2, dashboard_address="127.0.0.1:0")
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0")
-    return Client(cluster)
+def start(workers: int, torch_threads: int = 1) -> Client:
+    client = connect(n_workers=workers, dashboard_address="127.0.0.1:0")
+    if torch_threads != 1:
+        client.register_plugin(TorchThreads(torch_threads))
+    return client
 
 
 def stop(client: Client) -> None:
@@ -116,99 +121,227 @@ def stop(client: Client) -> None:
     cluster.close()
 
 
-MALLOC_SETTINGS = {
-    "unset": {},
-    "dask": {"MALLOC_TRIM_THRESHOLD_": "65536"},
-    "pipeline": {k: str(v) for k, v in WORKER_MALLOC.items()},
-}
-
-ONE_SOLVE = """
-import sys, time, numpy as np
-sys.path.insert(0, {here!r})
-from reconstruct_throughput import images_64, images_224
-from pipeline.basis import load_basis
-from pipeline.csc import configure_fft, reconstruct_image
-configure_fft(1)
-image = (images_64(1) if {size} == 64 else images_224(1))[0].astype(np.float32) / 255
-basis = load_basis({basis!r})
-reconstruct_image(image, basis)
-started = time.perf_counter()
-for _ in range({repeats}):
-    reconstruct_image(image, basis)
-print((time.perf_counter() - started) / {repeats})
-"""
+def flow(client, dataset: Dataset, store: Path, options=CSCOptions(), compute=ComputeConfig(),
+         basis: Path = DEFAULT_BASIS, read_back: bool = True):
+    """Run the reconstruct flow; return (seconds, images read back from the store or None)."""
+    started = time.perf_counter()
+    reconstruct_dataset(client, dataset, bases=open_bases(basis), options=options,
+                        compute=compute, store_path=store, progress=False)
+    seconds = time.perf_counter() - started
+    return seconds, read_images(zarr.open_group(store, mode="r")) if read_back else None
 
 
-def one_solve_seconds(size: int, env: dict, basis: Path) -> float:
-    """Seconds per solve of one image, in a fresh process with ``env``'s malloc settings."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    code = ONE_SOLVE.format(here=str(Path(__file__).parent), size=size, basis=str(basis),
-                            repeats=3 if size == 64 else 1)
-    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, check=True,
-                         capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def as_dataset(images, size) -> Dataset:
+    return Dataset(f"bench{size}", [f"{i:05d}" for i in range(len(images))], list(images),
+                   image_size=size, fit="none")
 
 
 def psnr(a, b) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2)))
+
+
+def throughput(size, images, basis, tmp) -> dict:
+    """Section 1: reference loop against the flow, default and variants."""
+    ref_s, ref = reference_loop(images, basis)
+    row = {"size": size, "n": len(images), "ref_ips": len(images) / ref_s}
+    dataset = as_dataset(images, size)
+    variants = {"pipeline": (2, CSCOptions()), "one_worker": (1, CSCOptions()),
+                "woodbury": (2, CSCOptions(solver="woodbury"))}
+    for name, (workers, options) in variants.items():
+        client = start(workers)
+        seconds, result = flow(client, dataset, tmp / f"{name}{size}.zarr", options)
+        stop(client)
+        row[name] = len(images) / seconds
+        if name == "pipeline":
+            pipe = result
+    originals = np.stack([i.astype(np.float32) / 255 for i in images])
+    row["psnr_ref"] = float(np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)]))
+    row["psnr_pipe"] = float(np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)]))
+    row["agree_min"] = min(psnr(p, r) for p, r in zip(pipe, ref, strict=True))
+    solver, n_iter = batched.reconstruct_batch(originals, basis, batch_size=1)
+    row["mean_iter"] = float(n_iter.mean())
+    # The same comparison before the store's uint8 rounding: the solver's float32 output.
+    row["psnr_solver"] = float(np.mean([psnr(o, r) for o, r in zip(originals, solver,
+                                                                    strict=True)]))
+    row["agree_min_float"] = min(psnr(p, r) for p, r in zip(solver, ref, strict=True))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def sweep(images, tmp) -> list[dict]:
+    """Section 2: images/s against batch size, for 1 and 2 workers and 1 x 2 threads."""
+    dataset = as_dataset(images, 64)
+    rows = []
+    for workers, threads in ((1, 1), (2, 1), (1, 2)):
+        client = start(workers, threads)
+        for batch_size in (1, 2, 4, 8, 16):
+            compute = ComputeConfig(batch_size=batch_size, images_per_task=16)
+            seconds, _ = flow(client, dataset, tmp / f"sweep{workers}{threads}{batch_size}.zarr",
+                              compute=compute)
+            rows.append({"workers": workers, "threads": threads, "batch_size": batch_size,
+                         "ips": len(images) / seconds})
+            print(json.dumps(rows[-1]), flush=True)
+        stop(client)
+    return rows
+
+
+def memory(tmp) -> list[dict]:
+    """Section 3: peak RSS of each worker and the client's RSS growth, N = 100 and 2000 PNGs.
+
+    RSS is sampled every 50 ms from this process (``ru_maxrss`` is no use:
+    worker processes inherit their parent's high-water mark across exec).
+    """
+    tiles = sample().items
+    rows = []
+    for n in (100, 2000):
+        folder = tmp / f"png{n}" / "class"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(tiles[i % len(tiles)]).save(folder / f"{i:05d}.png")
+        client = start(2)
+        processes = [psutil.Process()] + [psutil.Process(pid) for pid in
+                                          client.run(os.getpid).values()]
+        before = [p.memory_info().rss for p in processes]
+        peak = list(before)
+        done = threading.Event()
+
+        def sample_rss(peak=peak, done=done, processes=processes):
+            while not done.wait(0.05):
+                for i, process in enumerate(processes):
+                    peak[i] = max(peak[i], process.memory_info().rss)
+
+        watcher = threading.Thread(target=sample_rss)
+        watcher.start()
+        dataset = image_folder(folder.parent, name=f"png{n}", image_size=64, fit="none")
+        flow(client, dataset, tmp / f"mem{n}.zarr", CSCOptions(max_iter=5), read_back=False)
+        done.set()
+        watcher.join()
+        stop(client)
+        rows.append({"n": n, "worker_peak_mb": max(peak[1:]) / 2**20,
+                     "worker_start_mb": max(before[1:]) / 2**20,
+                     "client_growth_mb": (peak[0] - before[0]) / 2**20})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def profile(size: int, image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
+    """Section 4: milliseconds per part of one ADMM iteration, one image, one thread."""
+    torch.set_num_threads(1)
+    spectrum = batched.dictionary_spectrum(basis, (size, size))
+    high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])[1]
+    state = batched._start(high, np.arange(1), spectrum, np.float32(0.2))
+    for _ in range(10):  # away from the zero start
+        batched._iterate(state, spectrum, np.float32(0.2), np.float32(3.4))
+    y, u = state.y, state.u
+    rho = batched._per_image(state.rho, y)
+    b = torch.fft.rfft2(y)
+    x = torch.fft.irfft2(b, s=(size, size))
+    threshold = batched._per_image(0.2 / state.rho, y)
+    parts = {
+        "forward FFT (M maps)": lambda: torch.fft.rfft2(torch.sub(y, u).mul_(rho)),
+        "X-step solve (Woodbury)": lambda: batched._solve_x(b.clone(), rho, spectrum),
+        "inverse FFT (M maps)": lambda: torch.fft.irfft2(b, s=(size, size)),
+        "relaxation + thresholding": lambda: torch.maximum(
+            torch.add(u, x, alpha=1.8).add_(y, alpha=-0.8), -threshold).minimum(threshold),
+        "residuals (5 norms)": lambda: torch.stack(
+            [batched._norm(a) for a in (x, y, u, x - y, y - u)]).numpy(),
+        "whole iteration": lambda: batched._iterate(state, spectrum, np.float32(0.2),
+                                                    np.float32(3.4)),
+    }
+    out = {}
+    with torch.inference_mode():
+        for name, part in parts.items():
+            part()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                part()
+            out[name] = (time.perf_counter() - started) / repeats * 1e3
+    return out
+
+
+def io_costs(tmp) -> dict:
+    """Per-image milliseconds: reading a 64x64 PNG and writing one store chunk."""
+    tile = sample().items[0]
+    path = tmp / "one.png"
+    Image.fromarray(tile).save(path)
+    store = tmp / "io.zarr"
+    open_store(store, names=[str(i) for i in range(200)], image_shape=(64, 64, 3),
+               dtype="uint8", settings={})
+    started = time.perf_counter()
+    for _ in range(200):
+        load_item(path, size=64, fit="none")
+    read_ms = (time.perf_counter() - started) / 200 * 1e3
+    image = tile.astype(np.float32) / 255
+    started = time.perf_counter()
+    for i in range(200):
+        write_image(store, i, image, 10, 0)
+    write_ms = (time.perf_counter() - started) / 200 * 1e3
+    return {"read_png_ms": read_ms, "write_chunk_ms": write_ms}
+
+
+def solo_seconds_per_image(images, basis) -> float:
+    """The batched solver alone, this process, one thread: seconds per image."""
+    torch.set_num_threads(1)
+    stack = np.stack([i.astype(np.float32) / 255 for i in images])
+    batched.reconstruct_batch(stack[:1], basis)
+    started = time.perf_counter()
+    batched.reconstruct_batch(stack, basis, batch_size=1)
+    return (time.perf_counter() - started) / len(images)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n64", type=int, default=24)
+    parser.add_argument("--n64", type=int, default=64)
     parser.add_argument("--n224", type=int, default=6)
-    parser.add_argument("--basis", type=Path, default=DEFAULT_BASIS)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, default=HERE / "results_reconstruct.json")
+    parser.add_argument("--plot", type=Path, default=HERE / "throughput.png")
     args = parser.parse_args()
-    basis = load_basis(args.basis)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for size, images in ((64, images_64(args.n64)), (224, images_224(args.n224))):
-            ref_s, ref = reference_loop(images, basis)
-            row = {"size": size, "n": len(images), "ref_ips": len(images) / ref_s}
-            for name, solver, solver_threads in VARIANTS:
-                client = start(solver_threads=solver_threads)
-                seconds, result = pipeline_run(client, images, args.basis, size,
-                                               Path(tmp) / f"{name}{size}",
-                                               CSCOptions(solver=solver))
-                stop(client)
-                row[name] = (len(images) / seconds, ref_s / seconds)
-                if name == "pipeline":
-                    pipe = result
-            originals = np.stack([i.astype(np.float32) / 255 for i in images])
-            row["psnr_ref"] = np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)])
-            row["psnr_pipe"] = np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)])
-            row["agree_min"] = min(psnr(p, r) for p, r in zip(pipe, ref, strict=True))
-            row["malloc"] = {name: one_solve_seconds(size, env, args.basis)
-                             for name, env in MALLOC_SETTINGS.items()}
-            rows.append(row)
-            print(row, flush=True)
-    report = render(rows, args)
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    basis = load_basis(DEFAULT_BASIS)
+    small, large = images_64(args.n64), images_224(args.n224)
+    results = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        results["throughput"] = [throughput(64, small, basis, tmp),
+                                 throughput(224, large, basis, tmp)]
+        results["sweep"] = sweep(small, tmp)
+        results["memory"] = memory(tmp)
+        results["io"] = io_costs(tmp)
+    results["profile"] = {
+        "64": profile(64, small[0].astype(np.float32) / 255, basis, 200),
+        "224": profile(224, large[0].astype(np.float32) / 255, basis, 20),
+    }
+    results["solo_s_per_image_64"] = solo_seconds_per_image(small, basis)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    plot(results["sweep"], args.plot)
+    print(json.dumps(results, indent=1))
 
 
-def render(rows, args) -> str:
-    lines = [
-        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores; "
-        f"Python {platform.python_version()}, sporco {sporco.__version__}, "
-        f"zarr {zarr.__version__}; basis {args.basis.name}",
-        "",
-        "| size | images | reference loop img/s | pipeline img/s (ratio) | pipeline, sporco "
-        "solver img/s (ratio) | pipeline, sporco solver and FFT defaults img/s (ratio) | "
-        "PSNR(image, rec) reference / pipeline | min agreement PSNR | one solve, s: no malloc "
-        "setting / Dask's / pipeline's |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cells = " | ".join(f"{r[k][0]:.3f} ({r[k][1]:.2f}x)" for k, _, _ in VARIANTS)
-        malloc = " / ".join(f"{r['malloc'][k]:.2f}" for k in ("unset", "dask", "pipeline"))
-        lines.append(
-            f"| {r['size']}x{r['size']} | {r['n']} | {r['ref_ips']:.3f} | {cells} | "
-            f"{r['psnr_ref']:.2f} / {r['psnr_pipe']:.2f} dB | {r['agree_min']:.1f} dB | "
-            f"{malloc} |")
-    return "\n".join(lines) + "\n"
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": psutil.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "sporco": sporco.__version__, "dask": dask.__version__, "zarr": zarr.__version__,
+            "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+            "worker_malloc": WORKER_MALLOC, "solver_threads_plugin": SolverThreads.name}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for workers, threads in sorted({(r["workers"], r["threads"]) for r in rows}):
+        mine = [r for r in rows if (r["workers"], r["threads"]) == (workers, threads)]
+        label = (f"{workers} worker{'s' if workers > 1 else ''} x "
+                 f"{threads} thread{'s' if threads > 1 else ''}")
+        axes.plot([r["batch_size"] for r in mine], [r["ips"] for r in mine], "o-", label=label)
+    axes.set(xscale="log", xlabel="solver batch size (images)", ylabel="images / s (64x64)",
+             title="Reconstruct flow throughput, 2-core machine")
+    axes.set_xticks([1, 2, 4, 8, 16], labels=["1", "2", "4", "8", "16"])
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def reconstruct_dataset(
     task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit,
                 compute=compute)
     per_task = compute.images_per_task or _default_images_per_task(client, compute,
-                                                                   options.solver)
+                                                                   options.solver, len(todo))
     blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
     _run_tasks(client, dataset, blocks, bases, task, summary, strict=strict, progress=progress,
                stop_requested=stop_requested)
@@ -142,12 +142,14 @@ def reconstruct_dataset(
     return summary
 
 
-def _default_images_per_task(client: Client, compute: ComputeConfig, solver: str) -> int:
-    """8 images per task on CPU workers (a few seconds of work); 256 when they have GPUs."""
-    if compute.device == "cpu" or solver != "torch":
-        return 8
-    has_gpu = client.run(_worker_has_gpu)
-    return 256 if any(has_gpu.values()) else 8
+def _default_images_per_task(client: Client, compute: ComputeConfig, solver: str,
+                             pending: int) -> int:
+    """8 images per task on CPU workers (a few seconds of work), 256 when they have GPUs;
+    fewer when there are too few images to give every worker thread two tasks."""
+    gpus = compute.device != "cpu" and solver == "torch" and any(
+        client.run(_worker_has_gpu).values())
+    threads = sum(client.nthreads().values())
+    return max(1, min(256 if gpus else 8, -(-pending // (2 * threads))))
 
 
 def _worker_has_gpu() -> bool:

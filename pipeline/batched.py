@@ -316,14 +316,15 @@ def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
              xi: np.float32) -> tuple[np.ndarray, np.ndarray]:
     """One ADMM iteration for every image in ``batch`` (updated in place); return (r, s)."""
     y_prev, u = batch.y, batch.u
-    rho = _per_image(batch.rho, y_prev)
+    threshold = lmbda / batch.rho
+    rho, inverse_rho, low, high = _per_image(
+        np.stack([batch.rho, 1 / batch.rho, -threshold, threshold]), y_prev)
     b = torch.fft.rfft2(torch.sub(y_prev, u).mul_(rho)).add_(batch.dsf)
-    x = torch.fft.irfft2(_solve_x(b, rho, spectrum), s=spectrum.shape).mul_(1 / rho)
+    x = torch.fft.irfft2(_solve_x(b, rho, spectrum), s=spectrum.shape).mul_(inverse_rho)
     # Relaxed Y-step (soft threshold at lambda / rho) and dual step: with
     # v = AX + U, the new Y is v - clip(v) and the new U is clip(v).
     v = torch.add(u, x, alpha=RELAXATION).add_(y_prev, alpha=1.0 - RELAXATION)
-    threshold = lmbda / batch.rho
-    u = torch.maximum(v, _per_image(-threshold, v)).minimum(_per_image(threshold, v))
+    u = torch.maximum(v, low).minimum(high)
     y = v.sub_(u)
     norms = torch.stack([_norm(x), _norm(y), _norm(u), _norm(x - y), _norm(y - y_prev)])
     r, s = _residuals(*norms.cpu().numpy(), batch.rho)
@@ -334,8 +335,8 @@ def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
 
 
 def _per_image(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` NumPy scalars as a ``(B, 1, 1, 1)`` tensor beside ``like``."""
-    return torch.from_numpy(values).to(like.device).reshape(-1, 1, 1, 1)
+    """``(..., B)`` NumPy scalars as a ``(..., B, 1, 1, 1)`` tensor beside ``like``."""
+    return torch.from_numpy(values).to(like.device)[..., None, None, None]
 
 
 def _norm(a: torch.Tensor) -> torch.Tensor:

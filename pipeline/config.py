@@ -63,7 +63,8 @@ class ComputeConfig:
     ``cpu`` or ``cuda``.  ``batch_size`` is the most images one solve
     iterates together (null: 1 on a CPU, what fits in memory on a GPU);
     ``images_per_task`` the images one Dask task loads, reconstructs and
-    writes (null: 8, or 256 when the workers have GPUs).
+    writes (null: 8, or 256 when the workers have GPUs, fewer when a small
+    data set would otherwise leave workers idle).
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
