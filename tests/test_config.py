@@ -52,3 +52,12 @@ def test_bad_yaml_is_named(tmp_path):
     path.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_config(str(path))
+
+
+def test_compute_settings_are_checked():
+    config = load_config("sample", ["compute.device=cpu", "compute.batch_size=4"])
+    assert config.compute.device == "cpu" and config.compute.batch_size == 4
+    with pytest.raises(ConfigError, match="compute.batch_size must be >= 1 or null, got 0"):
+        load_config("sample", ["compute.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"compute.device must be one of 'auto', 'cpu', 'cuda'"):
+        load_config("sample", ["compute.device=gpu"])

@@ -81,3 +81,20 @@ def test_strict_stops_at_the_first_bad_image(client, folder_with_a_bad_image,
     with pytest.raises(StrictModeError, match="broken.png: cannot read image"):
         run(client, dataset, reference_basis_path, tmp_path / "out.zarr",
             options=CSCOptions(max_iter=5), strict=True)
+
+
+def test_batch_size_and_task_size_do_not_change_the_store(client, tmp_path):
+    """compute settings change how work is cut, not the pixels (to uint8 rounding)."""
+    from pipeline.basis import DEFAULT_BASIS
+    from pipeline.config import ComputeConfig
+
+    full = sample()
+    dataset = type(full)("sample7", full.names[::50][:7], full.items[::50][:7],
+                         full.labels[::50][:7], image_size=64, fit="none")
+    run(client, dataset, DEFAULT_BASIS, tmp_path / "one.zarr", options=CSCOptions())
+    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "batched.zarr",
+                  options=CSCOptions(), compute=ComputeConfig(batch_size=4, images_per_task=5))
+    assert summary.done == 7 and not summary.failed
+    one, batched = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("one", "batched"))
+    assert np.abs(one["images"][:].astype(int) - batched["images"][:].astype(int)).max() <= 1
+    assert np.abs(one["n_iter"][:] - batched["n_iter"][:]).max() <= 1
