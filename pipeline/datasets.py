@@ -10,6 +10,7 @@ reconstructed and the client never holds a whole folder of images.
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,11 @@ from PIL import Image, UnidentifiedImageError
 from skimage.transform import resize as _resize
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+#: Largest image decoded, in pixels (50 megapixels: 600 MB as float32 RGB).
+#: The header is checked before any pixel is decoded, so a tiny file that
+#: declares a huge image (a decompression bomb) costs nothing.
+MAX_PIXELS = 50_000_000
 Fit = Literal["resize", "center_crop", "none"]
 FITS = ("resize", "center_crop", "none")
 
@@ -123,7 +129,14 @@ def read_image(path: str | Path) -> np.ndarray:
         Naming the file: unreadable, truncated, not an image, or too large.
     """
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow warns past 89 Mpx; MAX_PIXELS decides here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageReadError(
+                    f"{path}: declares {img.width}x{img.height} pixels, more than the "
+                    f"{MAX_PIXELS:,} this pipeline decodes (a decompression bomb?)")
             img.load()
             if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
                 return to_float_rgb(np.asarray(img).astype(np.uint16))

@@ -3,11 +3,12 @@
 DATASET names ``configs/<DATASET>.yaml`` (or is a path to a YAML file).  The
 command parses, loads the config, and calls :func:`flows.reconstruct.reconstruct_dataset`.
 
-Exit status: 0 when every image was reconstructed; 1 when some images could
-not be read (they are listed in the store and the summary; re-running retries
-them), ``--strict`` stopped, or the run failed (a worker or the store); 2 for
-an error found before any work (config, data set, basis, store); 130 when
-interrupted.  After 1 or 130, the same command resumes.
+Exit status: 0 when the run finished and at least one image is in the store,
+even if some files could not be read (they are listed in the store and the
+summary, and a re-run retries them); 1 when ``--strict`` stopped at a bad
+image, when no image at all could be reconstructed, or when the run failed (a
+worker or the store); 2 for an error found before any work (config, data set,
+basis, store); 130 when interrupted.  After 1 or 130, the same command resumes.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def run(config, dataset, bases, args) -> int:
                     len(summary.failed))
         for name, reason in list(summary.failed.items())[:20]:
             log.warning("  %s: %s", name, reason)
+    if summary.done == 0:
+        log.error("no image could be reconstructed")
         return 1
     return 0
 
