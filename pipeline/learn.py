@@ -26,6 +26,7 @@ from pipeline.cli import add_runtime_arguments, configure_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.dae import DAEOptions
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
+from pipeline.runtime import SchedulerError
 
 log = logging.getLogger("pipeline.learn")
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                  len(dataset), args.clusters, args.filters, args.filter_size,
                  args.filter_size, args.lmbda)
         result = learn(dataset, cdl, dae, args)
-    except (ConfigError, DatasetError, ImageReadError, ClusterTooSmallError) as err:
+    except (ConfigError, DatasetError, ImageReadError, ClusterTooSmallError,
+            SchedulerError) as err:
         log.error("%s", err)
         return 2
     command = "python -m pipeline.learn " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -88,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 def run(config, dataset, bases, args) -> int:
     """Start the runtime, run the flow, report; the runtime is closed on every path."""
     from flows.reconstruct import StrictModeError, reconstruct_dataset  # noqa: PLC0415
-    from pipeline.runtime import connect, disconnect  # noqa: PLC0415
+    from pipeline.runtime import SchedulerError, connect, disconnect  # noqa: PLC0415
 
-    client = connect(args.scheduler, n_workers=args.workers,
-                     dashboard_address=args.dashboard_address)
+    try:
+        client = connect(args.scheduler, n_workers=args.workers,
+                         dashboard_address=args.dashboard_address)
+    except SchedulerError as err:
+        log.error("%s", err)
+        return 2
     summary = None
     try:
         with interrupt_after_current_images() as stop_requested:

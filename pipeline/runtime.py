@@ -17,6 +17,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 
+#: How long the commands wait for a scheduler given with ``--scheduler``.
+SCHEDULER_TIMEOUT = "30s"
+
+
+class SchedulerError(ConnectionError):
+    """The scheduler given by address could not be reached."""
+
 #: glibc malloc settings for worker processes, set before they start.  Dask's
 #: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
 #: threshold at 128 KiB, so every solver temporary (~1 MB at 64x64) is a fresh
@@ -89,7 +96,12 @@ def connect(
         Worker processes (True) or threads in this process (False, for tests).
     """
     if address:
-        client = Client(address, timeout="30s")
+        try:
+            client = Client(address, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError) as err:
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler at {address} ({err}); is it running, "
+                "and is the address (tcp://host:port) right?") from None
     else:
         # Threaded workers talk in-process; worker processes listen on localhost only.
         listen = {"host": "127.0.0.1"} if processes else {}

@@ -195,3 +195,19 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, reference_basis_pat
     assert "run the same command again to resume" in output and "Traceback" not in output
     done = int(zarr.open_group(store, mode="r")["done"][:].sum())
     assert 1 <= done < 12
+
+
+def test_unreachable_scheduler_is_a_sentence_not_a_hang(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from pipeline import runtime
+
+    monkeypatch.setattr(runtime, "SCHEDULER_TIMEOUT", "2s")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    started = time.monotonic()
+    assert main(["sample", "--scheduler", address, "--out", str(tmp_path / "s.zarr")]) == 2
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert f"cannot reach the Dask scheduler at {address}" in err and "Traceback" not in err
