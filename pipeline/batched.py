@@ -200,7 +200,7 @@ def reconstruct_batch(
     low, high = split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
     spectrum = cached_spectrum(basis, tuple(stack.shape[-2:]), device)
     batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
-    result = low.clone()
+    result = low  # the coded high-pass parts are added in place
     n_iter = np.zeros(len(images), dtype=np.int64)
     for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size):
         result[torch.from_numpy(index).to(device)] += synthesize(coefficients, spectrum)

@@ -134,9 +134,10 @@ def read_image(path: str | Path) -> np.ndarray:
             img = Image.open(path)
         with img:
             if img.width * img.height > MAX_PIXELS:
+                # Worded without the path: the handler below prefixes it.
                 raise ImageReadError(
-                    f"{path}: declares {img.width}x{img.height} pixels, more than the "
-                    f"{MAX_PIXELS:,} this pipeline decodes (a decompression bomb?)")
+                    f"declares {img.width}x{img.height} pixels, more than the "
+                    f"{MAX_PIXELS:,} this pipeline decodes: a decompression bomb?")
             img.load()
             if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
                 return to_float_rgb(np.asarray(img).astype(np.uint16))

@@ -34,10 +34,11 @@ WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_"
 
 
 class SolverThreads(WorkerPlugin):
-    """Give each worker process one FFT thread, and import the stages once at start.
+    """Give each worker process one solver thread, and import the stages once at start.
 
-    sporco's FFT settings are process-global and default to every core, so
-    without this, two worker processes each start one FFT thread per core.
+    PyTorch's thread count and sporco's FFT settings are process-global and
+    default to every core, so without this, N worker processes on N cores
+    each start N threads.
     (The nanny already sets OMP/MKL/OpenBLAS to one thread.)  Importing the
     flow's modules here (sporco, scikit-image, zarr: a few seconds) keeps that
     cost out of the first task.
@@ -52,7 +53,7 @@ class SolverThreads(WorkerPlugin):
         from pipeline.csc import configure_fft
 
         configure_fft(threads=1)
-        torch.set_num_threads(1)  # the DAE's encoder, when images are assigned to clusters
+        torch.set_num_threads(1)  # the batched solver and the DAE's encoder
 
 
 class IgnoreInterrupts(WorkerPlugin):
