@@ -28,7 +28,7 @@ from pipeline.config import ComputeConfig
 from pipeline.csc import CSCOptions, reconstruct
 from pipeline.dae import encode, load_model
 from pipeline.datasets import Dataset, ImageReadError, load_item
-from pipeline.store import open_store, pending, write_image
+from pipeline.store import check_store, lock_store, open_store, pending, write_image
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +106,50 @@ def reconstruct_dataset(
     worker; each image is reconstructed with the basis of its cluster, and its
     record (files and checksums) goes into the store's settings.  Images that
     cannot be read are skipped and recorded (``strict`` stops at the first
-    instead); a re-run does only what is left.  ``compute`` says where the
-    solver runs and how many images a task takes.  ``stop_requested`` is
-    asked after each task: when it says True, the remaining tasks are cancelled
-    and :class:`KeyboardInterrupt` is raised, every finished image kept.
+    instead); a re-run does only what is left, and a second run on the same
+    store while one is going is refused (:func:`pipeline.store.lock_store`).
+    ``compute`` says where the solver runs and how many images a task takes.
+    ``stop_requested`` is asked after each task: when it says True, the
+    remaining tasks are cancelled and :class:`KeyboardInterrupt` is raised,
+    every finished image kept.
     """
     started = time.perf_counter()
+    store_path = Path(store_path).resolve()
+    with lock_store(store_path):
+        group = open_store(store_path, **_store_layout(dataset, bases, options, dtype),
+                           labels=dataset.labels, attrs=attrs, overwrite=overwrite)
+        return _reconstruct_pending(client, dataset, group, bases, store_path, options, compute,
+                                    strict=strict, progress=progress,
+                                    stop_requested=stop_requested, started=started)
+
+
+def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
+                    store_path: Path, dtype: str = "uint8", overwrite: bool = False) -> None:
+    """Raise :class:`pipeline.store.StoreError` now if the run could not use its store.
+
+    What :func:`reconstruct_dataset` would find when it opens the store, for
+    the commands to check before they start any workers.
+    """
+    check_store(Path(store_path).resolve(), **_store_layout(dataset, bases, options, dtype),
+                overwrite=overwrite)
+
+
+def _store_layout(dataset: Dataset, bases: BasisSet, options: CSCOptions, dtype: str) -> dict:
+    """The store's shape and the settings that determine its pixels."""
     size = dataset.side()
     settings = {
         "dataset": {"name": dataset.name, "image_size": size, "fit": dataset.fit},
         "basis": bases.record,
         "csc": options.as_dict(),
     }
-    store_path = Path(store_path).resolve()
-    group = open_store(store_path, names=dataset.names, image_shape=(size, size, 3),
-                       dtype=dtype, settings=settings, labels=dataset.labels,
-                       attrs=attrs, overwrite=overwrite)
+    return dict(names=dataset.names, image_shape=(size, size, 3), dtype=dtype,
+                settings=settings)
+
+
+def _reconstruct_pending(client, dataset, group, bases, store_path, options, compute, *,
+                         strict, progress, stop_requested, started) -> RunSummary:
+    """Run the images not yet done; record failures and the summary in the store."""
+    size = group["images"].shape[1]
     todo = pending(group)
     summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
     if summary.done_before:

@@ -177,6 +177,8 @@ def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # Replacing a set: without its manifest, a half-written folder never loads as a set.
+    (folder / MANIFEST).unlink(missing_ok=True)
     lmbda = manifest.get("settings", {}).get("lmbda", 0.2)
     files = {}
     for c, basis in enumerate(bases):

@@ -7,7 +7,11 @@ prints the command that reconstructs with it.  ``--clusters 1`` is the
 one-basis method (no DAE, no clustering).
 
 Exit status: 0 done; 2 an error found before or during learning (config, data
-set, a cluster too small), printed as one sentence.
+set, a cluster too small, an unreachable scheduler), printed as one sentence;
+1 when the run failed on the Dask side (a task failing on every worker it was
+tried on, the scheduler lost).  The set is written only after every cluster's
+dictionary is learned, its manifest last, so a failed or interrupted run never
+leaves a folder that loads as a basis set.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pipeline.cli import add_runtime_arguments, configure_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.dae import DAEOptions
 from pipeline.datasets import DatasetError, ImageReadError, open_dataset
-from pipeline.runtime import SchedulerError
+from pipeline.runtime import SchedulerError, describe_failure
 
 log = logging.getLogger("pipeline.learn")
 
@@ -80,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             SchedulerError) as err:
         log.error("%s", err)
         return 2
+    except Exception as err:  # a worker or the scheduler failed: nothing is written
+        log.debug("traceback of the failure", exc_info=True)
+        log.error("learning failed: %s; nothing was written to %s (-v shows the traceback)",
+                  describe_failure(err), out)
+        return 1
     command = "python -m pipeline.learn " + shlex.join(argv if argv is not None else sys.argv[1:])
     write(out, result, cdl, dae, config.name, command)
     log.info("wrote basis set %s (%d clusters, %.0f s)", out, args.clusters,

@@ -7,8 +7,9 @@ Exit status: 0 when the run finished and at least one image is in the store,
 even if some files could not be read (they are listed in the store and the
 summary, and a re-run retries them); 1 when ``--strict`` stopped at a bad
 image, when no image at all could be reconstructed, or when the run failed (a
-worker or the store); 2 for an error found before any work (config, data set,
-basis, store); 130 when interrupted.  After 1 or 130, the same command resumes.
+worker, the scheduler or the store); 2 for an error found before any work
+(config, data set, basis, store, another run holding the store); 130 when
+interrupted.  After 1 or 130, the same command resumes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose - args.quiet)
-    from flows.reconstruct import StrictModeError  # noqa: PLC0415 (keeps --help fast)
+    from flows.reconstruct import StrictModeError, check_run_store  # noqa: PLC0415 (fast --help)
 
     overrides = list(args.overrides)
     overrides += [f"store.path={args.out}"] if args.out else []
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset = open_dataset(config.dataset, config.name)
         basis_path = resolve_basis_path(config.basis)
         bases = open_bases(basis_path)
+        check_run_store(dataset, bases=bases, options=config.csc, store_path=config.store_path,
+                        dtype=config.store.dtype, overwrite=args.overwrite)  # before any workers
         log.info("%s: %d images, %s %s, lambda %g", config.name, len(dataset),
                  f"basis set of {len(bases.bases)} clusters" if bases.stratified else "basis",
                  basis_path, config.csc.lmbda)
@@ -88,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(config, dataset, bases, args) -> int:
     """Start the runtime, run the flow, report; the runtime is closed on every path."""
     from flows.reconstruct import StrictModeError, reconstruct_dataset  # noqa: PLC0415
-    from pipeline.runtime import SchedulerError, connect, disconnect  # noqa: PLC0415
+    from pipeline.runtime import (  # noqa: PLC0415
+        SchedulerError,
+        connect,
+        describe_failure,
+        disconnect,
+    )
 
     try:
         client = connect(args.scheduler, n_workers=args.workers,
@@ -111,10 +119,10 @@ def run(config, dataset, bases, args) -> int:
         return 130
     except USER_ERRORS + (StrictModeError,):
         raise
-    except Exception as err:  # a worker or the store failed: say so, keep what is done
+    except Exception as err:  # a worker, the scheduler or the store failed: keep what is done
         log.debug("traceback of the failure", exc_info=True)
-        log.error("run failed: %s: %s; images finished so far are kept in %s; run the same "
-                  "command again to resume (-v shows the traceback)", type(err).__name__, err,
+        log.error("run failed: %s; images finished so far are kept in %s; run the same "
+                  "command again to resume (-v shows the traceback)", describe_failure(err),
                   config.store_path)
         return 1
     finally:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import CancelledError
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,21 @@ SCHEDULER_TIMEOUT = "30s"
 
 class SchedulerError(ConnectionError):
     """The scheduler given by address could not be reached."""
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a run that failed on the Dask side.
+
+    When the scheduler goes away, Dask either cancels every pending future
+    with "scheduler-connection-lost" (within about a second of the loss) or
+    the result being fetched fails with a closed stream (the client talks
+    only to the scheduler); either is said plainly.
+    """
+    lost = isinstance(err, CommClosedError) or (
+        isinstance(err, CancelledError) and "scheduler-connection-lost" in str(err))
+    if lost:
+        return "lost the connection to the Dask scheduler (did it stop, or its machine?)"
+    return f"{type(err).__name__}: {err}"
 
 #: glibc malloc settings for worker processes, set before they start.  Dask's
 #: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
@@ -126,6 +143,14 @@ def connect(
 def disconnect(client: Client) -> None:
     """Close the client, and the LocalCluster when :func:`connect` started one."""
     cluster = client.cluster
-    client.close()
+    if client.status == "running":
+        client.close()
+    else:  # the scheduler is gone: Dask would log its reconnection attempt's traceback
+        quiet = logging.getLogger("distributed.client")
+        level, quiet.level = quiet.level, logging.CRITICAL
+        try:
+            client.close()
+        finally:
+            quiet.setLevel(level)
     if cluster is not None:
         cluster.close()

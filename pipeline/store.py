@@ -20,15 +20,23 @@ pixels: data set, size, basis checksum, solver options, dtype), ``version``,
 Each image is written by one task as one whole chunk, and ``done[i]`` is set
 only after that write returns, so an interrupted run never counts a
 half-written image; a re-run recomputes every image not marked done.
+
+A run holds an exclusive lock on the file ``<store>.lock`` beside the store
+(:func:`lock_store`), so a second run on the same store is refused instead of
+racing the first.  The operating system releases the lock when the holder
+exits, however it exits, so a killed run never blocks its own resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import zarr
+from filelock import FileLock, Timeout
 
 from pipeline import __version__
 
@@ -76,19 +84,11 @@ def open_store(
         If ``path`` exists and is not a Zarr group, or holds a store made with
         other settings and ``overwrite`` is False.
     """
-    path = Path(path)
-    settings = _plain({**settings, "n_images": len(names), "image_shape": list(image_shape),
-                       "dtype": dtype, "names_digest": _digest(names)})
-    existing = _existing_group(path)
-    if existing is not None and not overwrite:
-        old = existing.attrs.get("settings")
-        if old == settings:
-            return existing
-        diff = ", ".join(_differences(old or {}, settings)) or "unrecorded settings"
-        raise StoreError(
-            f"{path}: store was made with other settings ({diff}); "
-            "pass --overwrite to replace it, or --out to write elsewhere"
-        )
+    existing = check_store(path, names=names, image_shape=image_shape, dtype=dtype,
+                           settings=settings, overwrite=overwrite)
+    if existing is not None:
+        return existing
+    settings = _full_settings(settings, names, image_shape, dtype)
     group = zarr.open_group(path, mode="w", zarr_format=3)
     n = len(names)
     group.create_array("images", shape=(n, *image_shape), chunks=(1, *image_shape),
@@ -101,6 +101,72 @@ def open_store(
     group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
     group.attrs.update({"settings": settings, "version": __version__, **_plain(attrs or {})})
     return group
+
+
+@contextlib.contextmanager
+def lock_store(path: str | Path) -> Iterator[Path]:
+    """Hold ``<path>.lock`` while writing to the store at ``path``; yield the lock's path.
+
+    The lock file sits beside the store, not in it, so that ``--overwrite``
+    (which empties the store's folder) cannot remove a lock that is held.
+
+    Raises
+    ------
+    StoreError
+        If another process holds the lock, or the lock file cannot be made.
+    """
+    path = Path(path)
+    lock_path = path.with_name(path.name + ".lock")
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise StoreError(f"{path}: another run is writing to this store (it holds {lock_path}); "
+                         "wait for it to finish, or write elsewhere with --out") from None
+    except OSError as err:
+        raise StoreError(f"{path}: cannot lock the store ({err})") from None
+    try:
+        yield lock_path
+    finally:
+        lock.release()
+
+
+def check_store(
+    path: str | Path,
+    *,
+    names: list[str],
+    image_shape: tuple[int, int, int],
+    dtype: str,
+    settings: dict,
+    overwrite: bool = False,
+) -> zarr.Group | None:
+    """The existing store to resume, None when a new one is to be made; never writes.
+
+    Takes the arguments of :func:`open_store`, which calls it; the commands
+    also call it before starting any workers, so a wrong ``--out`` costs
+    nothing.
+
+    Raises
+    ------
+    StoreError
+        As :func:`open_store`.
+    """
+    path = Path(path)
+    existing = _existing_group(path)
+    if existing is None or overwrite:
+        return None
+    old, new = existing.attrs.get("settings"), _full_settings(settings, names, image_shape, dtype)
+    if old == new:
+        return existing
+    diff = ", ".join(_differences(old or {}, new)) or "unrecorded settings"
+    raise StoreError(f"{path}: store was made with other settings ({diff}); "
+                     "pass --overwrite to replace it, or --out to write elsewhere")
+
+
+def _full_settings(settings: dict, names: list[str], image_shape, dtype: str) -> dict:
+    return _plain({**settings, "n_images": len(names), "image_shape": list(image_shape),
+                   "dtype": dtype, "names_digest": _digest(names)})
 
 
 def _existing_group(path: Path) -> zarr.Group | None:

@@ -106,30 +106,6 @@ def test_killed_run_resumes_to_the_same_array(photos, reference_basis_path, tmp_
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], expected)
 
 
-def test_user_errors_are_a_sentence_exit_2_and_lose_nothing(photos, reference_basis_path,
-                                                          tmp_path, capsys):
-    config = write_config(tmp_path, photos, reference_basis_path, max_iter=3)
-    assert main([str(config), "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
-    store = tmp_path / "photos.zarr"
-    before = zarr.open_group(store, mode="r")["images"][:]
-
-    cases = [
-        (["--set", "dataset.path=/no/such/folder"], "/no/such/folder: data set folder not found"),
-        (["--set", "csc.lamda=0.3"], "unknown key csc.'lamda' (did you mean 'lmbda'?)"),
-        (["--set", "csc.lmbda=0.3"], "store was made with other settings (csc.lmbda: 0.2 -> 0.3)"),
-        (["--basis", str(tmp_path / "flat.npy")],
-         "flat.npy: expected shape (P, P, 3, M), got (8, 8, 64)"),
-    ]
-    np.save(tmp_path / "flat.npy", np.ones((8, 8, 64), np.float32))
-    for extra, message in cases:
-        capsys.readouterr()
-        assert main([str(config), *extra, "--workers", "2", "--dashboard-address",
-                     "127.0.0.1:0"]) == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err
-    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], before)
-
-
 def test_runs_on_an_existing_scheduler(photos, reference_basis_path, tmp_path, capsys):
     from distributed import LocalCluster
 
