@@ -53,7 +53,7 @@ from pipeline.config import ComputeConfig
 from pipeline.csc import CSCOptions
 from pipeline.datasets import (
     Dataset,
-    _sample_photographs,
+    bundled_photographs,
     fit_image,
     image_folder,
     load_item,
@@ -74,7 +74,7 @@ def images_64(n: int) -> list[np.ndarray]:
 
 def images_224(n: int) -> list[np.ndarray]:
     """Centre crops of the sample photographs at 224x224 (uint8)."""
-    photos = list(_sample_photographs().values())
+    photos = list(bundled_photographs().values())
     out = []
     for i in range(n):
         photo = to_float_rgb(photos[i % len(photos)])

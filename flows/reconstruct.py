@@ -23,11 +23,10 @@ from distributed import Client, as_completed
 from tqdm import tqdm
 
 from pipeline.basis import BasisSet
-from pipeline.clustering import assign
 from pipeline.config import ComputeConfig
-from pipeline.csc import CSCOptions, reconstruct
-from pipeline.dae import encode, load_model
+from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, ImageReadError, load_item
+from pipeline.defense import reconstruct_with_bases
 from pipeline.store import check_store, lock_store, open_store, pending, write_image
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,8 @@ def reconstruct_task(indices, items, bases: BasisSet, *, store_path, options, si
     """Load, assign, reconstruct and store a block of images; return [(index, n_iter, error)].
 
     An image that cannot be read is reported, not raised, so that one bad
-    file costs only itself.  Images of one cluster are solved together.
+    file costs only itself.  Images of one cluster are solved together
+    (:func:`pipeline.defense.reconstruct_with_bases`).
     """
     results, images, readable = [], [], []
     for index, item in zip(indices, items, strict=True):
@@ -69,19 +69,13 @@ def reconstruct_task(indices, items, bases: BasisSet, *, store_path, options, si
             results.append((index, 0, str(err)))
     if not images:
         return results
-    images, readable = np.stack(images), np.asarray(readable)
-    clusters = np.zeros(len(images), dtype=np.int64)
-    if bases.stratified:  # image -> 64x64 -> encoder -> PCA -> nearest centroid
-        clusters = assign(encode(load_model(bases.dae_weights), images), bases.clusters)
-    for cluster in np.unique(clusters):
-        rows = clusters == cluster
-        reconstructions, n_iter = reconstruct(
-            images[rows], bases.bases[cluster], options=options,
-            batch_size=compute.batch_size, device=compute.device)
-        for index, image, iterations in zip(readable[rows], reconstructions, n_iter,
-                                            strict=True):
-            write_image(store_path, int(index), image, int(iterations), int(cluster))
-            results.append((int(index), int(iterations), None))
+    reconstructions, n_iter, clusters = reconstruct_with_bases(
+        np.stack(images), bases, options=options, batch_size=compute.batch_size,
+        device=compute.device)
+    for index, image, iterations, cluster in zip(readable, reconstructions, n_iter, clusters,
+                                                 strict=True):
+        write_image(store_path, int(index), image, int(iterations), int(cluster))
+        results.append((int(index), int(iterations), None))
     return results
 
 

@@ -29,3 +29,5 @@ def configure_logging(level_shift: int) -> None:
 
     # Dask's own INFO lines (workers starting, closing) would bury the progress bar.
     logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
+    # ART (the evaluation's attacks) logs every attack's start and success rate at INFO.
+    logging.getLogger("art").setLevel(max(level, logging.WARNING))

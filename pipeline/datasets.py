@@ -308,7 +308,7 @@ def open_dataset(config, name: str) -> Dataset:
 # --- the built-in sample ------------------------------------------------------------
 
 
-def _sample_photographs() -> dict[str, np.ndarray]:
+def bundled_photographs() -> dict[str, np.ndarray]:
     """Colour photographs that scikit-image and scikit-learn install with themselves."""
     from skimage import data
     from sklearn.datasets import load_sample_image
@@ -335,7 +335,7 @@ def sample(
     64x64.  Built from files that installed packages ship, so nothing is
     downloaded.  Labels are the index of the source photograph.
     """
-    photos = _sample_photographs()
+    photos = bundled_photographs()
     names, items, labels = [], [], []
     for label, (photo_name, photo) in enumerate(photos.items()):
         photo = to_float_rgb(photo)

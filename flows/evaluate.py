@@ -1,0 +1,191 @@
+"""The evaluation flow: classifiers -> attacks -> defenses -> accuracy table.
+
+1. Train the classifier, and a second one with another seed (the transfer
+   control: it sees the same adversarial images, undefended).
+2. Attack the undefended classifier (ART: FGSM and PGD at each epsilon,
+   DeepFool): the paper's threat model.
+3. Reconstruct the clean test set, every attacked set and the training set
+   with each CSC basis, through :func:`flows.reconstruct.reconstruct_dataset`
+   on the Dask runtime, into one float32 store per basis (re-running resumes).
+4. Retrain the classifier on each basis's reconstructed training set (the
+   paper's protocol), apply the baseline defenses, and run the adaptive
+   attack (PGD with BPDA through each CSC defense).
+5. Score every (defense, attack) cell with its n and standard error.
+
+Stages are the plain functions of :mod:`pipeline`; only step 3 runs on the
+workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client
+
+from flows.reconstruct import reconstruct_dataset
+from pipeline.attacks import attack, bpda_pgd
+from pipeline.baselines import BASELINES
+from pipeline.basis import BasisSet
+from pipeline.classifier import predict, train_classifier
+from pipeline.csc import CSCOptions
+from pipeline.datasets import Dataset
+from pipeline.defense import CSCDefense
+from pipeline.store import read_images
+from pipeline.tasks import Task
+
+log = logging.getLogger(__name__)
+
+EPSILONS = {"scenes": (4 / 255, 8 / 255, 16 / 255), "digits": (0.05, 0.1, 0.2)}
+"""L-inf budgets per task; the middle one is the main budget (BPDA, the plots' examples)."""
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What the evaluation runs: budgets, steps, training, and the CSC bases by row name."""
+
+    epsilons: tuple[float, ...] = EPSILONS["scenes"]
+    pgd_steps: int = 20
+    bpda_steps: int = 10
+    epochs: int = 10
+    seed: int = 0
+    csc: CSCOptions = CSCOptions()
+
+    @property
+    def main_eps(self) -> float:
+        return self.epsilons[len(self.epsilons) // 2]
+
+
+@dataclass
+class Evaluation:
+    """Every cell's per-image correctness, and the images the plots need."""
+
+    correct: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    sets: dict[str, np.ndarray] = field(default_factory=dict)  # attack column -> images
+    reconstructions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # the classifier's predictions for the plots: "clean", "adversarial" (main PGD) and,
+    # per CSC row, the reconstructed adversarial images
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
+    """(column name, attack, epsilon) in table order, "clean" first."""
+    columns = [("clean", "none", 0.0)]
+    for name in ("fgsm", "pgd"):
+        columns += [(f"{name.upper()} {_eps_label(e)}", name, e) for e in options.epsilons]
+    return columns + [("DeepFool", "deepfool", 0.0)]
+
+
+def bpda_column(options: EvaluateOptions) -> str:
+    return f"BPDA-PGD {_eps_label(options.main_eps)}"
+
+
+def _eps_label(eps: float) -> str:
+    """8/255 for budgets in grey levels, 0.1 for round decimals."""
+    if round(eps, 3) == eps or abs(eps * 255 - round(eps * 255)) > 1e-6:
+        return f"{eps:g}"
+    return f"{round(eps * 255)}/255"
+
+
+def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Path,
+             options: EvaluateOptions = EvaluateOptions(), progress: bool = True) -> Evaluation:
+    """Run the whole evaluation of ``task``; ``bases`` maps a row name to a CSC basis set."""
+    result, clock = Evaluation(), time.perf_counter()
+    model = _train(task.train_images, task.train_labels, options, options.seed, "classifier")
+    transfer = _train(task.train_images, task.train_labels, options, options.seed + 1,
+                      "transfer control")
+    result.seconds["train"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    for column, name, eps in attack_columns(options):
+        result.sets[column] = task.test_images if name == "none" else attack(
+            model, task.test_images, task.test_labels, name=name, eps=eps,
+            pgd_steps=options.pgd_steps, seed=options.seed)
+        log.info("%s: undefended accuracy %.3f", column, _accuracy(model, result.sets[column],
+                                                                    task.test_labels))
+    result.seconds["attacks"] = time.perf_counter() - clock
+
+    y = task.test_labels
+    for column, images in result.sets.items():
+        result.correct["none", column] = predict(model, images) == y
+        result.correct["transfer control", column] = predict(transfer, images) == y
+    _score_csc(client, task, bases, model, options, out, progress, result)
+    clock = time.perf_counter()
+    for row, defend in BASELINES.items():
+        for column, images in result.sets.items():
+            result.correct[row, column] = predict(model, defend(images)) == y
+    result.seconds["baselines"] = time.perf_counter() - clock
+    result.predictions["clean"] = predict(model, task.test_images)
+    result.predictions["adversarial"] = predict(model, result.sets[_main_pgd(options)])
+    return result
+
+
+def _score_csc(client, task, bases, model, options, out, progress, result) -> None:
+    """Reconstruct everything with each basis; score the original and a retrained classifier
+    on the reconstructions, and the adaptive BPDA attack through the defense."""
+    y, main = task.test_labels, _main_pgd(options)
+    for row, basis in bases.items():
+        clock = time.perf_counter()
+        recs = _reconstruct_all(client, task, result.sets, basis, options.csc,
+                                out / "stores" / f"{task.name}-{_slug(row)}.zarr", progress)
+        result.seconds[f"reconstruct {row}"] = time.perf_counter() - clock
+        retrained = _train(recs.pop("train"), task.train_labels, options, options.seed,
+                           f"classifier on {row} reconstructions")
+        result.reconstructions[row] = recs
+        for column, images in recs.items():
+            result.correct[row, column] = predict(model, images) == y
+            result.correct[f"{row}, retrained", column] = predict(retrained, images) == y
+        result.predictions[row] = predict(model, recs[main])
+        clock = time.perf_counter()
+        defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
+        for name, classifier in ((row, model), (f"{row}, retrained", retrained)):
+            result.correct[name, bpda_column(options)], _ = bpda_pgd(
+                classifier, defense, task.test_images, y, eps=options.main_eps,
+                steps=options.bpda_steps)
+            log.info("%s under %s: %.3f", name, bpda_column(options),
+                     result.correct[name, bpda_column(options)].mean())
+        result.seconds[f"BPDA {row}"] = time.perf_counter() - clock
+
+
+def _reconstruct_all(client, task, sets, basis, csc, store, progress) -> dict[str, np.ndarray]:
+    """Every test set and the training set through the reconstruct flow, in one store."""
+    parts = {"train": task.train_images, **sets}
+    names = [f"{part}/{i:05d}" for part, images in parts.items() for i in range(len(images))]
+    items = [image for images in parts.values() for image in images]
+    size = task.test_images.shape[1]
+    dataset = Dataset(f"{task.name}-evaluation", names, items, image_size=size, fit="none")
+    summary = reconstruct_dataset(client, dataset, bases=basis, options=csc, store_path=store,
+                                  dtype="float32", progress=progress)
+    if summary.failed:
+        raise RuntimeError(f"{store}: {len(summary.failed)} images failed to reconstruct")
+    import zarr
+
+    stored = read_images(zarr.open_group(store, mode="r"))
+    out, start = {}, 0
+    for part, images in parts.items():
+        out[part], start = stored[start:start + len(images)], start + len(images)
+    return out
+
+
+def _train(images, labels, options, seed, what):
+    clock = time.perf_counter()
+    model = train_classifier(images, labels, seed=seed, epochs=options.epochs)
+    log.info("trained the %s (%d images, %.0f s)", what, len(images),
+             time.perf_counter() - clock)
+    return model
+
+
+def _accuracy(model, images, labels) -> float:
+    return float(np.mean(predict(model, images) == labels))
+
+
+def _main_pgd(options: EvaluateOptions) -> str:
+    return f"PGD {_eps_label(options.main_eps)}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")

@@ -1,0 +1,64 @@
+"""A small CNN for the evaluation tasks: seeded, CPU, about a minute to train.
+
+Images are channels-last (N, H, W, 3) float32 in [0, 1] at this module's
+boundary, as everywhere in the project; the network itself takes PyTorch's
+(N, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Sequential):
+    """Three conv-ReLU-pool blocks (32, 64, 128 channels) and two linear layers."""
+
+    def __init__(self, n_classes: int = 10, size: int = 32):
+        blocks = []
+        for c_in, c_out in ((3, 32), (32, 64), (64, 128)):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        super().__init__(*blocks, nn.Flatten(), nn.Linear(128 * (size // 8) ** 2, 128),
+                         nn.ReLU(), nn.Linear(128, n_classes))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) array -> (N, 3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(images, np.float32)
+                                                 .transpose(0, 3, 1, 2)))
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, *, n_classes: int = 10,
+                     seed: int = 0, epochs: int = 15, batch_size: int = 64,
+                     lr: float = 1e-3) -> SmallCNN:
+    """Train a :class:`SmallCNN` with Adam and random horizontal flips; returns it in eval mode.
+
+    The same arguments and seed give the same weights (one thread, CPU).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SmallCNN(n_classes, images.shape[1])
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    x, y = to_tensor(images), torch.from_numpy(np.asarray(labels, np.int64))
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            rows = order[start:start + batch_size]
+            batch = x[rows]
+            flip = torch.rand(len(rows), generator=generator) < 0.5
+            batch[flip] = batch[flip].flip(-1)
+            loss = nn.functional.cross_entropy(model(batch), y[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class of each image, (N,) int64."""
+    x = to_tensor(images)
+    return np.concatenate([model(x[i:i + batch_size]).argmax(1).numpy()
+                           for i in range(0, len(x), batch_size)]).astype(np.int64)

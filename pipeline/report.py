@@ -1,0 +1,70 @@
+"""The evaluation's numbers: accuracy with standard errors, tables, the low-pass share.
+
+Plain functions over per-image results, so a table can be rebuilt from them
+without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.csc import CSCOptions, split_low_high
+
+
+def accuracy_cell(correct: np.ndarray) -> dict:
+    """Accuracy of a (n,) bool array, its binomial standard error sqrt(p(1-p)/n), and n."""
+    n = len(correct)
+    p = float(np.mean(correct)) if n else float("nan")
+    return {"accuracy": p, "se": float(np.sqrt(p * (1 - p) / n)) if n else float("nan"), "n": n}
+
+
+def records(correct: dict[tuple[str, str], np.ndarray], rows: list[str],
+            columns: list[str]) -> list[dict]:
+    """One record per table cell that was measured: defense, attack, accuracy, se, n."""
+    return [{"defense": row, "attack": column, **accuracy_cell(correct[row, column])}
+            for row in rows for column in columns if (row, column) in correct]
+
+
+def write_csv(cells: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["defense", "attack", "accuracy", "se", "n"])
+        writer.writeheader()
+        for cell in cells:
+            writer.writerow({**cell, "accuracy": f"{cell['accuracy']:.4f}",
+                             "se": f"{cell['se']:.4f}"})
+
+
+def markdown_table(cells: list[dict], rows: list[str], columns: list[str]) -> str:
+    """Rows x columns of "accuracy ± se"; "—" where a cell was not measured."""
+    by_cell = {(c["defense"], c["attack"]): c for c in cells}
+    ns = sorted({c["n"] for c in cells})
+    lines = ["| defense | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for row in rows:
+        values = [f"{by_cell[row, col]['accuracy']:.3f} ± {by_cell[row, col]['se']:.3f}"
+                  if (row, col) in by_cell else "—" for col in columns]
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    lines.append("")
+    lines.append(f"Accuracy ± standard error; n = {', '.join(map(str, ns))} test images per cell.")
+    return "\n".join(lines) + "\n"
+
+
+def lowpass_energy_share(clean: np.ndarray, adversarial: np.ndarray,
+                         options: CSCOptions = CSCOptions()) -> np.ndarray:
+    """Share of each perturbation's energy in the low-pass band that CSC passes through.
+
+    The perturbation ``adversarial - clean`` is split by the same Tikhonov
+    filter as the images (:func:`pipeline.csc.split_low_high`); returns
+    ``||low||^2 / ||perturbation||^2`` per image, (N,) in [0, 1]-ish (NaN
+    where the perturbation is zero).
+    """
+    shares = []
+    for a, b in zip(clean, adversarial, strict=True):
+        delta = (b.astype(np.float32) - a.astype(np.float32))
+        low, _ = split_low_high(delta, lmbda=options.filter_lmbda, pad=options.pad)
+        total = float(np.sum(delta.astype(np.float64) ** 2))
+        shares.append(float(np.sum(low.astype(np.float64) ** 2)) / total if total else np.nan)
+    return np.array(shares)
