@@ -53,6 +53,8 @@ class EvaluateOptions:
     epochs: int = 10
     seed: int = 0
     csc: CSCOptions = CSCOptions()
+    retrain_images: int | None = None  # training images reconstructed for retraining; all
+    bpda_images: int | None = None  # test images under the (slow) BPDA attack; all
 
     @property
     def main_eps(self) -> float:
@@ -130,10 +132,12 @@ def _score_csc(client, task, bases, model, options, out, progress, result) -> No
     y, main = task.test_labels, _main_pgd(options)
     for row, basis in bases.items():
         clock = time.perf_counter()
-        recs = _reconstruct_all(client, task, result.sets, basis, options.csc,
+        train = slice(options.retrain_images)
+        recs = _reconstruct_all(client, task.name, {"train": task.train_images[train],
+                                                    **result.sets}, basis, options.csc,
                                 out / "stores" / f"{task.name}-{_slug(row)}.zarr", progress)
         result.seconds[f"reconstruct {row}"] = time.perf_counter() - clock
-        retrained = _train(recs.pop("train"), task.train_labels, options, options.seed,
+        retrained = _train(recs.pop("train"), task.train_labels[train], options, options.seed,
                            f"classifier on {row} reconstructions")
         result.reconstructions[row] = recs
         for column, images in recs.items():
@@ -142,22 +146,22 @@ def _score_csc(client, task, bases, model, options, out, progress, result) -> No
         result.predictions[row] = predict(model, recs[main])
         clock = time.perf_counter()
         defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
+        attacked = slice(options.bpda_images)
         for name, classifier in ((row, model), (f"{row}, retrained", retrained)):
             result.correct[name, bpda_column(options)], _ = bpda_pgd(
-                classifier, defense, task.test_images, y, eps=options.main_eps,
-                steps=options.bpda_steps)
+                classifier, defense, task.test_images[attacked], y[attacked],
+                eps=options.main_eps, steps=options.bpda_steps)
             log.info("%s under %s: %.3f", name, bpda_column(options),
                      result.correct[name, bpda_column(options)].mean())
         result.seconds[f"BPDA {row}"] = time.perf_counter() - clock
 
 
-def _reconstruct_all(client, task, sets, basis, csc, store, progress) -> dict[str, np.ndarray]:
-    """Every test set and the training set through the reconstruct flow, in one store."""
-    parts = {"train": task.train_images, **sets}
+def _reconstruct_all(client, name, parts, basis, csc, store, progress) -> dict[str, np.ndarray]:
+    """Each part (name -> images) through the reconstruct flow, all in one store."""
     names = [f"{part}/{i:05d}" for part, images in parts.items() for i in range(len(images))]
     items = [image for images in parts.values() for image in images]
-    size = task.test_images.shape[1]
-    dataset = Dataset(f"{task.name}-evaluation", names, items, image_size=size, fit="none")
+    size = items[0].shape[0]
+    dataset = Dataset(f"{name}-evaluation", names, items, image_size=size, fit="none")
     summary = reconstruct_dataset(client, dataset, bases=basis, options=csc, store_path=store,
                                   dtype="float32", progress=progress)
     if summary.failed:

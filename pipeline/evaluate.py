@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=10, help="classifier epochs (default 10)")
     parser.add_argument("--pgd-steps", type=int, default=20)
     parser.add_argument("--bpda-steps", type=int, default=10)
+    parser.add_argument("--bpda-images", type=int,
+                        help="test images under the BPDA attack (default: all)")
+    parser.add_argument("--retrain-images", type=int,
+                        help="training images reconstructed to retrain on (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(parser)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -81,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     task = load_task(args.task, **_task_sizes(args))
     options = EvaluateOptions(epsilons=EPSILONS[args.task], pgd_steps=args.pgd_steps,
-                              bpda_steps=args.bpda_steps, epochs=args.epochs, seed=args.seed)
+                              bpda_steps=args.bpda_steps, epochs=args.epochs, seed=args.seed,
+                              bpda_images=args.bpda_images, retrain_images=args.retrain_images)
     log.info("%s: %d training and %d test images, %d classes -> %s", task.name,
              len(task.train_images), len(task.test_images), len(task.classes), out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +157,8 @@ def write_outputs(task, result, options, out: Path, *, seconds: float, bases: di
     summary = {
         "task": task.name, "n_train": len(task.train_images), "n_test": len(task.test_images),
         "epsilons": list(options.epsilons), "pgd_steps": options.pgd_steps,
-        "bpda_steps": options.bpda_steps, "epochs": options.epochs, "seed": options.seed,
+        "bpda_steps": options.bpda_steps, "bpda_images": options.bpda_images,
+        "retrain_images": options.retrain_images, "epochs": options.epochs, "seed": options.seed,
         "csc": options.csc.as_dict(), "bases": bases, "version": __version__,
         "lowpass_energy_share_mean": {k: float(np.nanmean(v)) for k, v in shares.items()},
         "seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},

@@ -1,0 +1,139 @@
+"""The evaluation: CSCDefense, its BPDA gradient, the ART adapter, and small seeded runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from PIL import Image
+
+from flows.evaluate import EPSILONS, EvaluateOptions, evaluate
+from flows.reconstruct import reconstruct_dataset
+from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, open_bases
+from pipeline.classifier import SmallCNN, to_tensor
+from pipeline.csc import CSCOptions
+from pipeline.datasets import Dataset
+from pipeline.defense import CSCDefense, reconstruct_with_bases
+from pipeline.store import read_images
+from pipeline.tasks import digits, scenes
+
+
+@pytest.fixture(scope="module")
+def patches() -> tuple[np.ndarray, np.ndarray]:
+    """Ten 32x32 test patches of the scenes task (one per photograph) and their labels."""
+    task = scenes(train_per_class=1, test_per_class=1)
+    return task.test_images, task.test_labels
+
+
+def test_csc_defense_equals_the_pipelines_reconstruction(client, patches, tmp_path):
+    images, _ = patches
+    bases = open_bases(DEFAULT_BASIS_SET)
+    names = [f"patch{i}" for i in range(len(images))]
+    dataset = Dataset("patches", names, list(images), image_size=32, fit="none")
+    reconstruct_dataset(client, dataset, bases=bases, options=CSCOptions(),
+                        store_path=tmp_path / "p.zarr", dtype="float32", progress=False)
+    group = zarr.open_group(tmp_path / "p.zarr", mode="r")
+
+    out = CSCDefense(bases)(to_tensor(images))
+    assert out.shape == (10, 3, 32, 32) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), read_images(group), atol=1e-4)
+    _, _, clusters = reconstruct_with_bases(images, bases)
+    np.testing.assert_array_equal(clusters, group["cluster"][:])
+    assert len(np.unique(clusters)) > 1  # the patches really use several dictionaries
+
+
+def test_bpda_gradient_is_the_classifiers_gradient_at_the_reconstruction(patches):
+    images, labels = patches
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    defense = CSCDefense(DEFAULT_BASIS)
+    x = to_tensor(images).requires_grad_(True)
+    reconstruction = defense(x)
+    loss = torch.nn.functional.cross_entropy(model(reconstruction), torch.from_numpy(labels))
+    grad, = torch.autograd.grad(loss, x)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+
+    at_reconstruction = reconstruction.detach().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(at_reconstruction), torch.from_numpy(labels))
+    expected, = torch.autograd.grad(loss, at_reconstruction)
+    torch.testing.assert_close(grad, expected)  # identity backward: BPDA
+    assert not CSCDefense(DEFAULT_BASIS, bpda=False)(x).requires_grad
+
+
+def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it(patches):
+    from art.attacks.evasion import FastGradientMethod
+
+    from pipeline.art_adapter import CSCPreprocessor
+    from pipeline.attacks import art_classifier
+
+    images, labels = patches
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    defended = art_classifier(model, n_classes=10, size=32,
+                              defences=[CSCPreprocessor(DEFAULT_BASIS)])
+    x = to_tensor(images).numpy()
+    expected = model(CSCDefense(DEFAULT_BASIS)(torch.from_numpy(x))).argmax(1).numpy()
+    np.testing.assert_array_equal(defended.predict(x).argmax(1), expected)
+
+    eps = 8 / 255
+    adversarial = FastGradientMethod(defended, eps=eps).generate(x=x, y=labels)
+    assert adversarial.shape == x.shape
+    delta = np.abs(adversarial - x)
+    assert delta.max() <= eps + 1e-6 and (delta > eps / 2).mean() > 0.5  # a real gradient step
+
+
+SMALL = {"scenes": dict(train_per_class=100, test_per_class=8),
+         "digits": dict(train_size=800, test_size=80)}
+
+
+@pytest.fixture(scope="module")
+def workers():
+    """Two worker processes, as the command starts them."""
+    from pipeline.runtime import connect, disconnect
+
+    client = connect(n_workers=2, dashboard_address="127.0.0.1:0")
+    yield client
+    disconnect(client)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["scenes", "digits"])
+def test_small_seeded_run_of_each_task(workers, name, tmp_path):
+    from pipeline.evaluate import table_layout, write_outputs
+
+    task = (scenes if name == "scenes" else digits)(**SMALL[name])
+    # Smaller than the command's defaults: 300 images to retrain on, BPDA on 20 images.
+    options = EvaluateOptions(epsilons=EPSILONS[name], pgd_steps=10, bpda_steps=3, epochs=10,
+                              retrain_images=300, bpda_images=20)
+    bases = {"CSC one basis": open_bases(DEFAULT_BASIS),
+             "CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
+    result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
+    print(result.seconds)
+    main = f"PGD {'8/255' if name == 'scenes' else '0.1'}"
+
+    def accuracy(row, column):
+        return float(np.mean(result.correct[row, column]))
+
+    assert accuracy("none", "clean") > (0.7 if name == "scenes" else 0.9)
+    assert accuracy("none", "clean") - accuracy("none", main) >= 0.3
+    for row in bases:
+        assert accuracy(row, main) - accuracy("none", main) >= 0.05
+        assert abs(accuracy(row, "clean") - accuracy("none", "clean")) <= 0.06
+    rows, columns = table_layout(result, options)
+    assert rows == ["none", "transfer control", "CSC one basis", "CSC per-cluster",
+                    "CSC one basis, retrained", "CSC per-cluster, retrained", "JPEG q75",
+                    "median 3x3", "bit depth 3", "TV"]
+    assert columns[0] == "clean" and columns[-1].startswith("BPDA-PGD")
+    assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "DeepFool", "BPDA-PGD"}
+
+    write_outputs(task, result, options, tmp_path, seconds=1.0, bases={})
+    table = (tmp_path / "results.md").read_text()
+    for text in rows + columns:
+        assert text in table
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 10 * (len(columns) - 1) + 4  # BPDA: the four CSC rows
+    for plot in ("accuracy_vs_eps.png", "examples.png", "lowpass_energy.png"):
+        with Image.open(tmp_path / plot) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert pixels.shape[0] > 200 and pixels.std() > 10  # drawn, not blank
