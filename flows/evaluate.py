@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from distributed import Client
+from torch import nn
 
 from flows.reconstruct import reconstruct_dataset
 from pipeline.attacks import attack, bpda_pgd
 from pipeline.baselines import BASELINES
 from pipeline.basis import BasisSet
-from pipeline.classifier import predict, train_classifier
+from pipeline.classifier import predict, to_tensor, train_classifier
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset
 from pipeline.defense import CSCDefense
@@ -94,19 +96,31 @@ def _eps_label(eps: float) -> str:
 
 
 def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Path,
-             options: EvaluateOptions = EvaluateOptions(), progress: bool = True) -> Evaluation:
-    """Run the whole evaluation of ``task``; ``bases`` maps a row name to a CSC basis set."""
+             options: EvaluateOptions = EvaluateOptions(), progress: bool = True,
+             model: nn.Module | None = None, transfer: nn.Module | None = None) -> Evaluation:
+    """Run the whole evaluation of ``task``; ``bases`` maps a row name to a CSC basis set.
+
+    ``model`` and ``transfer`` (the transfer control) are trained on the
+    task's training images unless given.  A task without training images
+    (a user's data set and classifier) has no retrained rows, and no
+    transfer control unless ``transfer`` is given.
+    """
     result, clock = Evaluation(), time.perf_counter()
-    model = _train(task.train_images, task.train_labels, options, options.seed, "classifier")
-    transfer = _train(task.train_images, task.train_labels, options, options.seed + 1,
-                      "transfer control")
+    trainable = len(task.train_images) > 0
+    if model is None:
+        model = _train(task.train_images, task.train_labels, options, options.seed, "classifier")
+    if transfer is None and trainable:
+        transfer = _train(task.train_images, task.train_labels, options, options.seed + 1,
+                          "transfer control")
     result.seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    with torch.no_grad():
+        n_classes = int(model(to_tensor(task.test_images[:1])).shape[1])
     for column, name, eps in attack_columns(options):
         result.sets[column] = task.test_images if name == "none" else attack(
             model, task.test_images, task.test_labels, name=name, eps=eps,
-            pgd_steps=options.pgd_steps, seed=options.seed)
+            n_classes=n_classes, pgd_steps=options.pgd_steps, seed=options.seed)
         log.info("%s: undefended accuracy %.3f", column, _accuracy(model, result.sets[column],
                                                                     task.test_labels))
     result.seconds["attacks"] = time.perf_counter() - clock
@@ -114,7 +128,8 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
     y = task.test_labels
     for column, images in result.sets.items():
         result.correct["none", column] = predict(model, images) == y
-        result.correct["transfer control", column] = predict(transfer, images) == y
+        if transfer is not None:
+            result.correct["transfer control", column] = predict(transfer, images) == y
     _score_csc(client, task, bases, model, options, out, progress, result)
     clock = time.perf_counter()
     for row, defend in BASELINES.items():
@@ -133,21 +148,26 @@ def _score_csc(client, task, bases, model, options, out, progress, result) -> No
     for row, basis in bases.items():
         clock = time.perf_counter()
         train = slice(options.retrain_images)
-        recs = _reconstruct_all(client, task.name, {"train": task.train_images[train],
-                                                    **result.sets}, basis, options.csc,
+        parts = {"train": task.train_images[train], **result.sets}
+        if not len(parts["train"]):
+            del parts["train"]
+        recs = _reconstruct_all(client, task.name, parts, basis, options.csc,
                                 out / "stores" / f"{task.name}-{_slug(row)}.zarr", progress)
         result.seconds[f"reconstruct {row}"] = time.perf_counter() - clock
-        retrained = _train(recs.pop("train"), task.train_labels[train], options, options.seed,
-                           f"classifier on {row} reconstructions")
+        classifiers = {row: model}
+        if "train" in recs:
+            classifiers[f"{row}, retrained"] = _train(
+                recs.pop("train"), task.train_labels[train], options, options.seed,
+                f"classifier on {row} reconstructions")
         result.reconstructions[row] = recs
-        for column, images in recs.items():
-            result.correct[row, column] = predict(model, images) == y
-            result.correct[f"{row}, retrained", column] = predict(retrained, images) == y
+        for name, classifier in classifiers.items():
+            for column, images in recs.items():
+                result.correct[name, column] = predict(classifier, images) == y
         result.predictions[row] = predict(model, recs[main])
         clock = time.perf_counter()
         defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
         attacked = slice(options.bpda_images)
-        for name, classifier in ((row, model), (f"{row}, retrained", retrained)):
+        for name, classifier in classifiers.items():
             result.correct[name, bpda_column(options)], _ = bpda_pgd(
                 classifier, defense, task.test_images[attacked], y[attacked],
                 eps=options.main_eps, steps=options.bpda_steps)

@@ -62,3 +62,39 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
     x = to_tensor(images)
     return np.concatenate([model(x[i:i + batch_size]).argmax(1).numpy()
                            for i in range(0, len(x), batch_size)]).astype(np.int64)
+
+
+def load_classifier(spec: str) -> nn.Module:
+    """A user's classifier: a TorchScript file, or ``package.module:function`` that builds one.
+
+    The classifier takes (N, 3, H, W) float32 images in [0, 1] (any
+    normalisation belongs inside it) and returns logits; it is put in eval
+    mode on the CPU.  A TorchScript file is loaded with ``torch.jit.load``
+    (an archive of code and tensors, not a pickle).
+
+    Raises
+    ------
+    ValueError
+        Naming ``spec`` when it is neither a readable file nor an importable
+        function that returns a module.
+    """
+    import importlib
+    from pathlib import Path
+
+    if Path(spec).is_file():
+        try:
+            model = torch.jit.load(spec, map_location="cpu")
+        except Exception as err:  # torch raises RuntimeError and others for a bad archive
+            raise ValueError(f"{spec}: not a TorchScript classifier ({err})") from None
+    elif ":" in spec:
+        module_name, _, function = spec.partition(":")
+        try:
+            model = getattr(importlib.import_module(module_name), function)()
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"{spec}: cannot build the classifier ({err})") from None
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"{spec}: returned {type(model).__name__}, not a torch.nn.Module")
+    else:
+        raise ValueError(f"{spec}: no such file; give a TorchScript file or "
+                         "package.module:function")
+    return model.eval()

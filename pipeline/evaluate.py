@@ -12,6 +12,12 @@ and the adaptive BPDA attack, and writes into ``--out``:
 - ``summary.json`` (settings, timings, low-pass shares);
 - ``stores/``: the reconstructions (Zarr; a re-run resumes from them).
 
+``python -m pipeline.evaluate cifar10 --classifier model.pt`` does the same
+on a data set a config names (``configs/cifar10.yaml``, or any YAML path),
+with the user's classifier (a TorchScript file or ``package.module:function``)
+and, with ``--transfer-classifier``, the transfer control; there are no
+retrained rows, as the command has no training set to retrain on.
+
 Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 2 an
 error found before any work (one sentence).
 """
@@ -30,6 +36,8 @@ import numpy as np
 from pipeline import __version__
 from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, BasisError, open_bases
 from pipeline.cli import add_runtime_arguments, configure_logging
+from pipeline.config import ConfigError, load_config
+from pipeline.datasets import DatasetError, open_dataset
 from pipeline.tasks import TASKS
 
 log = logging.getLogger("pipeline.evaluate")
@@ -40,8 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline.evaluate",
         description="Attack a classifier, defend with CSC and baselines, write the accuracy "
         "table and plots.")
-    parser.add_argument("task", nargs="?", default="scenes", choices=TASKS,
-                        help="built-in task (default: scenes)")
+    parser.add_argument("task", nargs="?", default="scenes",
+                        help=f"built-in task ({', '.join(TASKS)}; default scenes), or a config "
+                        "name or YAML path of your data set (needs --classifier)")
+    parser.add_argument("--classifier", metavar="MODEL",
+                        help="your classifier: a TorchScript file or package.module:function; "
+                        "it takes (N, 3, H, W) images in [0, 1] and returns logits")
+    parser.add_argument("--transfer-classifier", metavar="MODEL",
+                        help="a second classifier for the transfer control (same forms)")
     parser.add_argument("--out", help="output folder (default: outputs/evaluate/<task>)")
     parser.add_argument("--basis", default=str(DEFAULT_BASIS),
                         help="the one-basis CSC row (default: basis/sample-k1)")
@@ -76,22 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     from flows.evaluate import EPSILONS, EvaluateOptions  # noqa: PLC0415
     from pipeline.tasks import load_task  # noqa: PLC0415
 
-    out = Path(args.out or f"outputs/evaluate/{args.task}")
+    out = Path(args.out or f"outputs/evaluate/{Path(args.task).stem}")
     try:
         bases = {"CSC one basis": open_bases(args.basis),
                  "CSC per-cluster": open_bases(args.basis_set)}
-    except BasisError as err:
+        task, models = _task_and_models(args, load_task)
+    except (BasisError, ConfigError, DatasetError, ValueError) as err:
         log.error("%s", err)
         return 2
-    task = load_task(args.task, **_task_sizes(args))
-    options = EvaluateOptions(epsilons=EPSILONS[args.task], pgd_steps=args.pgd_steps,
+    options = EvaluateOptions(epsilons=EPSILONS.get(task.name, EPSILONS["scenes"]),
+                              pgd_steps=args.pgd_steps,
                               bpda_steps=args.bpda_steps, epochs=args.epochs, seed=args.seed,
                               bpda_images=args.bpda_images, retrain_images=args.retrain_images)
     log.info("%s: %d training and %d test images, %d classes -> %s", task.name,
              len(task.train_images), len(task.test_images), len(task.classes), out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = run(task, bases, options, out, args)
+    result = run(task, bases, options, out, args, models)
     write_outputs(task, result, options, out, seconds=time.perf_counter() - started,
                   bases={row: str(path) for row, path in
                          (("CSC one basis", args.basis), ("CSC per-cluster", args.basis_set))})
@@ -106,7 +121,30 @@ def _task_sizes(args) -> dict:
     return {"test_size": args.test_images, "train_size": args.train_images, "seed": args.seed}
 
 
-def run(task, bases, options, out, args):
+def _task_and_models(args, load_task):
+    """The built-in task, or the user's data set with their classifier(s)."""
+    from pipeline.classifier import load_classifier  # noqa: PLC0415
+    from pipeline.tasks import from_dataset  # noqa: PLC0415
+
+    if args.task in TASKS:
+        if args.classifier:
+            raise ConfigError(f"--classifier is for your own data; the {args.task} task trains "
+                              "its own")
+        return load_task(args.task, **_task_sizes(args)), {}
+    if not args.classifier:
+        raise ConfigError(f"{args.task}: evaluating your own data needs your classifier: "
+                          "--classifier model.pt (TorchScript) or --classifier package.module:"
+                          "function")
+    config = load_config(args.task)
+    task = from_dataset(open_dataset(config.dataset, config.name),
+                        test_images=args.test_images, seed=args.seed)
+    models = {"model": load_classifier(args.classifier)}
+    if args.transfer_classifier:
+        models["transfer"] = load_classifier(args.transfer_classifier)
+    return task, models
+
+
+def run(task, bases, options, out, args, models):
     from flows.evaluate import evaluate  # noqa: PLC0415
     from pipeline.runtime import connect, disconnect  # noqa: PLC0415
 
@@ -114,7 +152,7 @@ def run(task, bases, options, out, args):
                      dashboard_address=args.dashboard_address)
     try:
         return evaluate(client, task, bases, out=out, options=options,
-                        progress=args.quiet == 0)
+                        progress=args.quiet == 0, **models)
     finally:
         disconnect(client)
 
@@ -126,6 +164,7 @@ def table_layout(result, options) -> tuple[list[str], list[str]]:
 
     csc = list(result.reconstructions)
     rows = ["none", "transfer control", *csc, *(f"{r}, retrained" for r in csc), *BASELINES]
+    rows = [row for row in rows if (row, "clean") in result.correct]  # those measured
     return rows, [c for c, _, _ in attack_columns(options)] + [bpda_column(options)]
 
 

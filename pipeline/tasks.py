@@ -94,3 +94,26 @@ def load_task(name: str, **kwargs) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
     return {"scenes": scenes, "digits": digits}[name](**kwargs)
+
+
+def from_dataset(dataset, *, test_images: int = 200, seed: int = 0) -> Task:
+    """A test-only task from a user's data set (a seeded random subset with labels).
+
+    ``dataset`` is a :class:`pipeline.datasets.Dataset` with labels; there
+    are no training images (the user brings the classifier), so the
+    evaluation has no retrained rows.
+    """
+    from pipeline.datasets import load_item
+
+    if dataset.labels is None or np.all(dataset.labels < 0):
+        raise ValueError(f"{dataset.name}: the evaluation needs class labels, and this data "
+                         "set has none (an image folder needs one sub-folder per class)")
+    labelled = np.flatnonzero(dataset.labels >= 0)
+    chosen = np.sort(np.random.default_rng(seed).choice(
+        labelled, min(test_images, len(labelled)), replace=False))
+    size = dataset.side()
+    images = np.stack([load_item(dataset.items[i], size=size, fit=dataset.fit) for i in chosen])
+    classes = dataset.classes or [str(c) for c in range(int(dataset.labels.max()) + 1)]
+    empty = np.zeros((0, size, size, 3), np.float32)
+    return Task(dataset.name, classes, empty, np.zeros(0, np.int64), images,
+                dataset.labels[chosen].astype(np.int64))

@@ -83,8 +83,8 @@ def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it
     assert delta.max() <= eps + 1e-6 and (delta > eps / 2).mean() > 0.5  # a real gradient step
 
 
-SMALL = {"scenes": dict(train_per_class=100, test_per_class=8),
-         "digits": dict(train_size=800, test_size=80)}
+SMALL = {"scenes": dict(train_per_class=200, test_per_class=15),
+         "digits": dict(train_size=800, test_size=150)}
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +103,12 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     from pipeline.evaluate import table_layout, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
-    # Smaller than the command's defaults: 300 images to retrain on, BPDA on 20 images.
+    # Smaller than the command's defaults: 500 images to retrain on, BPDA on 20 images.
     options = EvaluateOptions(epsilons=EPSILONS[name], pgd_steps=10, bpda_steps=3, epochs=10,
-                              retrain_images=300, bpda_images=20)
+                              retrain_images=500, bpda_images=20)
     bases = {"CSC one basis": open_bases(DEFAULT_BASIS),
              "CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
-    print(result.seconds)
     main = f"PGD {'8/255' if name == 'scenes' else '0.1'}"
 
     def accuracy(row, column):
@@ -137,3 +136,38 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
         with Image.open(tmp_path / plot) as image:
             pixels = np.asarray(image.convert("L"))
         assert pixels.shape[0] > 200 and pixels.std() > 10  # drawn, not blank
+
+
+@pytest.mark.slow
+def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
+    from pipeline.classifier import train_classifier
+    from pipeline.datasets import sample
+    from pipeline.evaluate import main
+
+    photos = sample()
+    for label, name in enumerate(("cups", "cats")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(photos.items[label * 200 + i]).save(tmp_path / "data" / name /
+                                                                f"{i}.png")
+    (tmp_path / "mine.yaml").write_text(
+        f"dataset:\n  source: folder\n  path: {tmp_path / 'data'}\n  image_size: 32\n"
+        "  fit: resize\n")
+    task_images = np.stack([np.asarray(Image.open(p).resize((32, 32)), np.float32) / 255
+                            for p in sorted((tmp_path / "data").rglob("*.png"))])
+    model = train_classifier(task_images, np.repeat([0, 1], 6), n_classes=2, epochs=2)
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+
+    common = ["--out", str(tmp_path / "out"), "--test-images", "8", "--pgd-steps", "2",
+              "--bpda-steps", "1", "--workers", "2", "--dashboard-address", "127.0.0.1:0"]
+    assert main([str(tmp_path / "mine.yaml"), *common]) == 2
+    assert "evaluating your own data needs your classifier" in capsys.readouterr().err
+    assert main([str(tmp_path / "mine.yaml"), "--classifier", "nowhere.pt", *common]) == 2
+    assert "nowhere.pt: no such file" in capsys.readouterr().err
+
+    assert main([str(tmp_path / "mine.yaml"), "--classifier", str(tmp_path / "model.pt"),
+                 *common]) == 0
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| none |" in table and "| CSC per-cluster |" in table and "| TV |" in table
+    assert "retrained" not in table and "transfer control" not in table
+    assert "n = 8 test images per cell" in table
