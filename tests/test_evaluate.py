@@ -84,7 +84,7 @@ def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it
 
 
 SMALL = {"scenes": dict(train_per_class=200, test_per_class=15),
-         "digits": dict(train_size=800, test_size=150)}
+         "digits": dict(test_size=150)}
 
 
 @pytest.fixture(scope="module")
