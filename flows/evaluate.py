@@ -18,6 +18,7 @@ workers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from distributed import Client
 from torch import nn
 
@@ -108,10 +110,11 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
     result, clock = Evaluation(), time.perf_counter()
     trainable = len(task.train_images) > 0
     if model is None:
-        model = _train(task.train_images, task.train_labels, options, options.seed, "classifier")
+        model = _train(task.train_images, task.train_labels, options, options.seed, "classifier",
+                       len(task.classes))
     if transfer is None and trainable:
         transfer = _train(task.train_images, task.train_labels, options, options.seed + 1,
-                          "transfer control")
+                          "transfer control", len(task.classes))
     result.seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -151,14 +154,16 @@ def _score_csc(client, task, bases, model, options, out, progress, result) -> No
         parts = {"train": task.train_images[train], **result.sets}
         if not len(parts["train"]):
             del parts["train"]
-        recs = _reconstruct_all(client, task.name, parts, basis, options.csc,
-                                out / "stores" / f"{task.name}-{_slug(row)}.zarr", progress)
+        # The store is named after its input's content: the same images resume, other
+        # images (another seed, classifier or task size) get a store of their own.
+        store = out / "stores" / f"{task.name}-{_slug(row)}-{_digest(parts)}.zarr"
+        recs = _reconstruct_all(client, task.name, parts, basis, options.csc, store, progress)
         result.seconds[f"reconstruct {row}"] = time.perf_counter() - clock
         classifiers = {row: model}
         if "train" in recs:
             classifiers[f"{row}, retrained"] = _train(
                 recs.pop("train"), task.train_labels[train], options, options.seed,
-                f"classifier on {row} reconstructions")
+                f"classifier on {row} reconstructions", len(task.classes))
         result.reconstructions[row] = recs
         for name, classifier in classifiers.items():
             for column, images in recs.items():
@@ -186,8 +191,6 @@ def _reconstruct_all(client, name, parts, basis, csc, store, progress) -> dict[s
                                   dtype="float32", progress=progress)
     if summary.failed:
         raise RuntimeError(f"{store}: {len(summary.failed)} images failed to reconstruct")
-    import zarr
-
     stored = read_images(zarr.open_group(store, mode="r"))
     out, start = {}, 0
     for part, images in parts.items():
@@ -195,9 +198,10 @@ def _reconstruct_all(client, name, parts, basis, csc, store, progress) -> dict[s
     return out
 
 
-def _train(images, labels, options, seed, what):
+def _train(images, labels, options, seed, what, n_classes=10):
     clock = time.perf_counter()
-    model = train_classifier(images, labels, seed=seed, epochs=options.epochs)
+    model = train_classifier(images, labels, n_classes=n_classes, seed=seed,
+                             epochs=options.epochs)
     log.info("trained the %s (%d images, %.0f s)", what, len(images),
              time.perf_counter() - clock)
     return model
@@ -209,6 +213,14 @@ def _accuracy(model, images, labels) -> float:
 
 def _main_pgd(options: EvaluateOptions) -> str:
     return f"PGD {_eps_label(options.main_eps)}"
+
+
+def _digest(parts: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name, images in parts.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:12]
 
 
 def _slug(text: str) -> str:

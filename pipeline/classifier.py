@@ -65,12 +65,15 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
 
 
 def load_classifier(spec: str) -> nn.Module:
-    """A user's classifier: a TorchScript file, or ``package.module:function`` that builds one.
+    """A user's classifier: a ``torch.export`` file (``.pt2``), a TorchScript file, or
+    ``package.module:function`` that builds one.
 
     The classifier takes (N, 3, H, W) float32 images in [0, 1] (any
     normalisation belongs inside it) and returns logits; it is put in eval
-    mode on the CPU.  A TorchScript file is loaded with ``torch.jit.load``
-    (an archive of code and tensors, not a pickle).
+    mode on the CPU.  ``.pt2`` files are loaded with ``torch.export.load``
+    and other files with ``torch.jit.load`` (TorchScript, deprecated by
+    PyTorch but still common); both are archives of code and tensors, not
+    pickles.  An exported program keeps the mode it was exported in.
 
     Raises
     ------
@@ -81,6 +84,11 @@ def load_classifier(spec: str) -> nn.Module:
     import importlib
     from pathlib import Path
 
+    if Path(spec).is_file() and spec.endswith(".pt2"):
+        try:
+            return torch.export.load(spec).module()
+        except Exception as err:  # torch raises many types for a bad archive
+            raise ValueError(f"{spec}: not an exported classifier ({err})") from None
     if Path(spec).is_file():
         try:
             model = torch.jit.load(spec, map_location="cpu")

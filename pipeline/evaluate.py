@@ -12,11 +12,12 @@ and the adaptive BPDA attack, and writes into ``--out``:
 - ``summary.json`` (settings, timings, low-pass shares);
 - ``stores/``: the reconstructions (Zarr; a re-run resumes from them).
 
-``python -m pipeline.evaluate cifar10 --classifier model.pt`` does the same
+``python -m pipeline.evaluate cifar10 --classifier model.pt2`` does the same
 on a data set a config names (``configs/cifar10.yaml``, or any YAML path),
-with the user's classifier (a TorchScript file or ``package.module:function``)
-and, with ``--transfer-classifier``, the transfer control; there are no
-retrained rows, as the command has no training set to retrain on.
+with the user's classifier (a ``torch.export`` .pt2 file, a TorchScript file
+or ``package.module:function``) and, with ``--transfer-classifier``, the
+transfer control; there are no retrained rows, as the command has no training
+set to retrain on.
 
 Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 2 an
 error found before any work (one sentence).
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"built-in task ({', '.join(TASKS)}; default scenes), or a config "
                         "name or YAML path of your data set (needs --classifier)")
     parser.add_argument("--classifier", metavar="MODEL",
-                        help="your classifier: a TorchScript file or package.module:function; "
+                        help="your classifier: a torch.export .pt2 file, a TorchScript file or "
+                        "package.module:function; "
                         "it takes (N, 3, H, W) images in [0, 1] and returns logits")
     parser.add_argument("--transfer-classifier", metavar="MODEL",
                         help="a second classifier for the transfer control (same forms)")

@@ -165,9 +165,31 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     assert main([str(tmp_path / "mine.yaml"), "--classifier", "nowhere.pt", *common]) == 2
     assert "nowhere.pt: no such file" in capsys.readouterr().err
 
-    assert main([str(tmp_path / "mine.yaml"), "--classifier", str(tmp_path / "model.pt"),
-                 *common]) == 0
+    mine = [str(tmp_path / "mine.yaml"), "--classifier", str(tmp_path / "model.pt"), *common]
+    assert main(mine) == 0
     table = (tmp_path / "out" / "results.md").read_text()
+    capsys.readouterr()
+    assert main(mine) == 0  # the same attacks again: the reconstructions are reused
+    assert capsys.readouterr().err.count("resuming: 64 of 64 images already done") == 2
     assert "| none |" in table and "| CSC per-cluster |" in table and "| TV |" in table
     assert "retrained" not in table and "transfer control" not in table
     assert "n = 8 test images per cell" in table
+
+
+def test_classifier_files_load_as_exported_or_torchscript(tmp_path):
+    from pipeline.classifier import load_classifier
+
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "model.pt2"))
+    with pytest.warns(DeprecationWarning):
+        torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    for name in ("model.pt2", "model.pt"):
+        with torch.no_grad():
+            torch.testing.assert_close(load_classifier(str(tmp_path / name))(x), model(x))
+    (tmp_path / "junk.pt2").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.pt2: not an exported classifier"):
+        load_classifier(str(tmp_path / "junk.pt2"))
+    with pytest.raises(ValueError, match="nosuchmodule:build: cannot build the classifier"):
+        load_classifier("nosuchmodule:build")
