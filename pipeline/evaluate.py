@@ -19,8 +19,9 @@ or ``package.module:function``) and, with ``--transfer-classifier``, the
 transfer control; there are no retrained rows, as the command has no training
 set to retrain on.
 
-Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 2 an
-error found before any work (one sentence).
+Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 1 the run
+failed on the Dask side (a worker, the scheduler); 2 an error found before any
+work (one sentence).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, BasisError, open_ba
 from pipeline.cli import add_runtime_arguments, configure_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import DatasetError, open_dataset
+from pipeline.runtime import SchedulerError, describe_failure
 from pipeline.tasks import TASKS
 
 log = logging.getLogger("pipeline.evaluate")
@@ -108,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
              len(task.train_images), len(task.test_images), len(task.classes), out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = run(task, bases, options, out, args, models)
+    try:
+        result = run(task, bases, options, out, args, models)
+    except SchedulerError as err:
+        log.error("%s", err)
+        return 2
+    except Exception as err:  # a worker or the scheduler failed: say so, keep the stores
+        log.debug("traceback of the failure", exc_info=True)
+        log.error("evaluation failed: %s; finished reconstructions are kept in %s and a re-run "
+                  "reuses them (-v shows the traceback)", describe_failure(err), out / "stores")
+        return 1
     write_outputs(task, result, options, out, seconds=time.perf_counter() - started,
                   bases={row: str(path) for row, path in
                          (("CSC one basis", args.basis), ("CSC per-cluster", args.basis_set))})
@@ -135,8 +146,8 @@ def _task_and_models(args, load_task):
         return load_task(args.task, **_task_sizes(args)), {}
     if not args.classifier:
         raise ConfigError(f"{args.task}: evaluating your own data needs your classifier: "
-                          "--classifier model.pt (TorchScript) or --classifier package.module:"
-                          "function")
+                          "--classifier model.pt2 (torch.export), model.pt (TorchScript) or "
+                          "package.module:function")
     config = load_config(args.task)
     task = from_dataset(open_dataset(config.dataset, config.name),
                         test_images=args.test_images, seed=args.seed)
