@@ -199,10 +199,13 @@ def write_outputs(task, result, options, out: Path, *, seconds: float, bases: di
     epsilons = [(_eps_label(e), e) for e in options.epsilons]
     plots.plot_accuracy_vs_eps(cells, rows, epsilons, out / "accuracy_vs_eps.png")
     main, csc = _main_pgd(options), list(result.reconstructions)[-1]
+    shown = np.linspace(0, len(task.test_images) - 1, 8).astype(int)  # across the classes
     plots.plot_attack_examples(
-        task.test_images, result.sets[main], result.reconstructions[csc][main], task.test_labels,
-        {"clean": result.predictions["clean"], "adversarial": result.predictions["adversarial"],
-         "reconstructed": result.predictions[csc]}, task.classes, out / "examples.png")
+        task.test_images[shown], result.sets[main][shown],
+        result.reconstructions[csc][main][shown], task.test_labels[shown],
+        {"clean": result.predictions["clean"][shown],
+         "adversarial": result.predictions["adversarial"][shown],
+         "reconstructed": result.predictions[csc][shown]}, task.classes, out / "examples.png")
     shares = {column: lowpass_energy_share(task.test_images, images, options.csc)
               for column, images in result.sets.items() if column != "clean"}
     plots.plot_lowpass_share(shares, out / "lowpass_energy.png")
