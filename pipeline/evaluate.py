@@ -21,7 +21,7 @@ set to retrain on.
 
 Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 1 the run
 failed on the Dask side (a worker, the scheduler); 2 an error found before any
-work (one sentence).
+work (one sentence); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     except SchedulerError as err:
         log.error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted: finished reconstructions are kept in %s; run the same command "
+                  "again to reuse them", out / "stores")
+        return 130
     except Exception as err:  # a worker or the scheduler failed: say so, keep the stores
         log.debug("traceback of the failure", exc_info=True)
         log.error("evaluation failed: %s; finished reconstructions are kept in %s and a re-run "
