@@ -82,15 +82,20 @@ def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
     """(column name, attack, epsilon) in table order, "clean" first."""
     columns = [("clean", "none", 0.0)]
     for name in ("fgsm", "pgd"):
-        columns += [(f"{name.upper()} {_eps_label(e)}", name, e) for e in options.epsilons]
+        columns += [(f"{name.upper()} {eps_label(e)}", name, e) for e in options.epsilons]
     return columns + [("DeepFool", "deepfool", 0.0)]
 
 
 def bpda_column(options: EvaluateOptions) -> str:
-    return f"BPDA-PGD {_eps_label(options.main_eps)}"
+    return f"BPDA-PGD {eps_label(options.main_eps)}"
 
 
-def _eps_label(eps: float) -> str:
+def main_pgd_column(options: EvaluateOptions) -> str:
+    """The PGD column at the main budget: the plots' example attack."""
+    return f"PGD {eps_label(options.main_eps)}"
+
+
+def eps_label(eps: float) -> str:
     """8/255 for budgets in grey levels, 0.1 for round decimals."""
     if round(eps, 3) == eps or abs(eps * 255 - round(eps * 255)) > 1e-6:
         return f"{eps:g}"
@@ -120,18 +125,20 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
     clock = time.perf_counter()
     with torch.no_grad():
         n_classes = int(model(to_tensor(task.test_images[:1])).shape[1])
+    y, main = task.test_labels, main_pgd_column(options)
     for column, name, eps in attack_columns(options):
         result.sets[column] = task.test_images if name == "none" else attack(
-            model, task.test_images, task.test_labels, name=name, eps=eps,
-            n_classes=n_classes, pgd_steps=options.pgd_steps, seed=options.seed)
-        log.info("%s: undefended accuracy %.3f", column, _accuracy(model, result.sets[column],
-                                                                    task.test_labels))
+            model, task.test_images, y, name=name, eps=eps, n_classes=n_classes,
+            pgd_steps=options.pgd_steps, seed=options.seed)
+        predicted = predict(model, result.sets[column])
+        result.correct["none", column] = predicted == y
+        if column in ("clean", main):  # for the plots
+            result.predictions["clean" if column == "clean" else "adversarial"] = predicted
+        log.info("%s: undefended accuracy %.3f", column, result.correct["none", column].mean())
     result.seconds["attacks"] = time.perf_counter() - clock
 
-    y = task.test_labels
-    for column, images in result.sets.items():
-        result.correct["none", column] = predict(model, images) == y
-        if transfer is not None:
+    if transfer is not None:
+        for column, images in result.sets.items():
             result.correct["transfer control", column] = predict(transfer, images) == y
     _score_csc(client, task, bases, model, options, out, progress, result)
     clock = time.perf_counter()
@@ -139,15 +146,13 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
         for column, images in result.sets.items():
             result.correct[row, column] = predict(model, defend(images)) == y
     result.seconds["baselines"] = time.perf_counter() - clock
-    result.predictions["clean"] = predict(model, task.test_images)
-    result.predictions["adversarial"] = predict(model, result.sets[_main_pgd(options)])
     return result
 
 
 def _score_csc(client, task, bases, model, options, out, progress, result) -> None:
     """Reconstruct everything with each basis; score the original and a retrained classifier
     on the reconstructions, and the adaptive BPDA attack through the defense."""
-    y, main = task.test_labels, _main_pgd(options)
+    y, main = task.test_labels, main_pgd_column(options)
     for row, basis in bases.items():
         clock = time.perf_counter()
         train = slice(options.retrain_images)
@@ -167,8 +172,10 @@ def _score_csc(client, task, bases, model, options, out, progress, result) -> No
         result.reconstructions[row] = recs
         for name, classifier in classifiers.items():
             for column, images in recs.items():
-                result.correct[name, column] = predict(classifier, images) == y
-        result.predictions[row] = predict(model, recs[main])
+                predicted = predict(classifier, images)
+                result.correct[name, column] = predicted == y
+                if name == row and column == main:  # the original classifier, for the plots
+                    result.predictions[row] = predicted
         clock = time.perf_counter()
         defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
         attacked = slice(options.bpda_images)
@@ -205,14 +212,6 @@ def _train(images, labels, options, seed, what, n_classes=10):
     log.info("trained the %s (%d images, %.0f s)", what, len(images),
              time.perf_counter() - clock)
     return model
-
-
-def _accuracy(model, images, labels) -> float:
-    return float(np.mean(predict(model, images) == labels))
-
-
-def _main_pgd(options: EvaluateOptions) -> str:
-    return f"PGD {_eps_label(options.main_eps)}"
 
 
 def _digest(parts: dict[str, np.ndarray]) -> str:

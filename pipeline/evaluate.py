@@ -187,7 +187,7 @@ def table_layout(result, options) -> tuple[list[str], list[str]]:
 
 def write_outputs(task, result, options, out: Path, *, seconds: float, bases: dict) -> None:
     """Table (CSV, Markdown), plots and summary.json."""
-    from flows.evaluate import _eps_label, _main_pgd  # noqa: PLC0415
+    from flows.evaluate import eps_label, main_pgd_column  # noqa: PLC0415
     from pipeline import plots  # noqa: PLC0415
     from pipeline.report import (  # noqa: PLC0415
         lowpass_energy_share,
@@ -200,9 +200,9 @@ def write_outputs(task, result, options, out: Path, *, seconds: float, bases: di
     cells = records(result.correct, rows, columns)
     write_csv(cells, out / "results.csv")
     (out / "results.md").write_text(markdown_table(cells, rows, columns))
-    epsilons = [(_eps_label(e), e) for e in options.epsilons]
+    epsilons = [(eps_label(e), e) for e in options.epsilons]
     plots.plot_accuracy_vs_eps(cells, rows, epsilons, out / "accuracy_vs_eps.png")
-    main, csc = _main_pgd(options), list(result.reconstructions)[-1]
+    main, csc = main_pgd_column(options), list(result.reconstructions)[-1]
     shown = np.linspace(0, len(task.test_images) - 1, 8).astype(int)  # across the classes
     plots.plot_attack_examples(
         task.test_images[shown], result.sets[main][shown],
