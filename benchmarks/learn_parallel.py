@@ -18,7 +18,9 @@ import argparse
 
 import numpy as np
 
-from flows.learn import CDLOptions, learn_bases
+from flows.learn import learn_bases
+from pipeline.config import LearnConfig
+from pipeline.csc import CDLOptions
 from pipeline.datasets import sample
 from pipeline.runtime import connect
 
@@ -32,13 +34,14 @@ def main() -> None:
     stage = {}
     for workers in (1, 2):
         client = connect(n_workers=workers, dashboard_address="127.0.0.1:0")
-        result = learn_bases(client, dataset, n_clusters=args.clusters,
-                             cdl=CDLOptions(max_iter=args.iterations), progress=False)
+        settings = LearnConfig(clusters=args.clusters,
+                               dictionary=CDLOptions(max_iter=args.iterations))
+        result = learn_bases(client, dataset, settings, progress=False)
         stage[workers] = result.seconds["dictionaries"]
         print(f"{workers} worker(s): per-cluster stage {stage[workers]:.1f} s, "
-              f"sum of task times {np.sum(result.cdl_task_seconds):.1f} s, "
-              f"workers used {len(set(result.cdl_task_workers))}, "
-              f"cluster sizes {np.bincount(result.labels).tolist()}", flush=True)
+              f"sum of task times {np.sum(result.dictionaries.task_seconds):.1f} s, "
+              f"workers used {len(set(result.dictionaries.workers))}, "
+              f"cluster sizes {np.bincount(result.strata.labels).tolist()}", flush=True)
         cluster = client.cluster
         client.close()
         cluster.close()

@@ -1,12 +1,13 @@
 """The reconstruct flow: pending images -> tasks of a few images -> one chunk per image.
 
 Each task reads its images where it runs (:func:`pipeline.datasets.load_item`),
-assigns each to its cluster, reconstructs them with the cluster's dictionary
-(:func:`pipeline.csc.reconstruct`, by default the batched PyTorch solver, on
-the worker's GPU when it has one) and writes each to its own chunk
-(:func:`pipeline.store.write_image`), so pixels never travel through the
-client.  Tasks are submitted in a bounded window, which keeps the client's
-memory independent of the data set's size and drives the progress bar.
+assigns each to its cluster and reconstructs it with the cluster's dictionary
+(:func:`pipeline.stratified.reconstruct_by_cluster`, by default with the
+batched PyTorch solver, on the worker's GPU when it has one) and writes each
+to its own chunk (:func:`pipeline.store.write_image`), so pixels never travel
+through the client.  Tasks are submitted in a bounded window, which keeps the
+client's memory independent of the data set's size and drives the progress
+bar.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +22,14 @@ import numpy as np
 from distributed import Client, as_completed
 from tqdm import tqdm
 
+from flows.waiting import StopRequested, each_completed, never
 from pipeline.basis import BasisSet
 from pipeline.config import ComputeConfig
 from pipeline.csc import CSCOptions
-from pipeline.datasets import Dataset, ImageReadError, load_item
-from pipeline.defense import reconstruct_with_bases
+from pipeline.datasets import Dataset, Fit, ImageReadError, load_item
+from pipeline.errors import RunStopped
 from pipeline.store import check_store, lock_store, open_store, pending, write_image
+from pipeline.stratified import reconstruct_by_cluster
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +50,54 @@ class RunSummary:
         return self.done_before + self.done_now
 
 
-class StrictModeError(RuntimeError):
+class StrictModeError(RunStopped):
     """An image failed and the run was asked to stop at the first failure."""
 
 
-def reconstruct_task(indices, items, bases: BasisSet, *, store_path, options, size, fit,
-                     compute: ComputeConfig):
-    """Load, assign, reconstruct and store a block of images; return [(index, n_iter, error)].
+@dataclass(frozen=True)
+class TaskSettings:
+    """What every reconstruct task of one run needs besides its images and the bases."""
+
+    store_path: str
+    options: CSCOptions
+    size: int
+    fit: Fit
+    compute: ComputeConfig
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One image of a task: its index, and why it failed (None when it was written)."""
+
+    index: int
+    failure: str | None = None
+
+
+def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
+                     settings: TaskSettings) -> list[ImageOutcome]:
+    """Load, assign, reconstruct and store a block of images.
 
     An image that cannot be read is reported, not raised, so that one bad
     file costs only itself.  Images of one cluster are solved together
-    (:func:`pipeline.defense.reconstruct_with_bases`).
+    (:func:`pipeline.stratified.reconstruct_by_cluster`).
     """
-    results, images, readable = [], [], []
+    outcomes, images, readable = [], [], []
     for index, item in zip(indices, items, strict=True):
         try:
-            images.append(load_item(item, size=size, fit=fit))
+            images.append(load_item(item, size=settings.size, fit=settings.fit))
             readable.append(index)
         except ImageReadError as err:
-            results.append((index, 0, str(err)))
+            outcomes.append(ImageOutcome(index, err.reason))
     if not images:
-        return results
-    reconstructions, n_iter, clusters = reconstruct_with_bases(
-        np.stack(images), bases, options=options, batch_size=compute.batch_size,
-        device=compute.device)
+        return outcomes
+    reconstructions, n_iter, clusters = reconstruct_by_cluster(
+        np.stack(images), bases, options=settings.options,
+        batch_size=settings.compute.batch_size, device=settings.compute.device)
     for index, image, iterations, cluster in zip(readable, reconstructions, n_iter, clusters,
                                                  strict=True):
-        write_image(store_path, int(index), image, int(iterations), int(cluster))
-        results.append((int(index), int(iterations), None))
-    return results
+        write_image(settings.store_path, int(index), image, int(iterations), int(cluster))
+        outcomes.append(ImageOutcome(int(index)))
+    return outcomes
 
 
 def reconstruct_dataset(
@@ -92,7 +113,7 @@ def reconstruct_dataset(
     overwrite: bool = False,
     strict: bool = False,
     progress: bool = True,
-    stop_requested: Callable[[], bool] = lambda: False,
+    stop_requested: StopRequested = never,
 ) -> RunSummary:
     """Reconstruct every image of ``dataset`` not yet done into the store at ``store_path``.
 
@@ -112,9 +133,25 @@ def reconstruct_dataset(
     with lock_store(store_path):
         group = open_store(store_path, **_store_layout(dataset, bases, options, dtype),
                            labels=dataset.labels, attrs=attrs, overwrite=overwrite)
-        return _reconstruct_pending(client, dataset, group, bases, store_path, options, compute,
-                                    strict=strict, progress=progress,
-                                    stop_requested=stop_requested, started=started)
+        todo = pending(group)
+        summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
+        if summary.done_before:
+            log.info("resuming: %d of %d images already done", summary.done_before,
+                     len(dataset))
+        settings = TaskSettings(str(store_path), options, group["images"].shape[1], dataset.fit,
+                                compute)
+        per_task = compute.images_per_task or _default_images_per_task(
+            client, compute, options.solver, len(todo))
+        blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+        _run_tasks(client, dataset, blocks, bases, settings, summary, strict=strict,
+                   progress=progress, stop_requested=stop_requested)
+        summary.seconds = time.perf_counter() - started
+        group.attrs.update({
+            "failed": summary.failed,
+            "summary": {"total": summary.total, "done": summary.done,
+                        "failed": len(summary.failed), "seconds": round(summary.seconds, 2)},
+        })
+        return summary
 
 
 def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
@@ -140,30 +177,6 @@ def _store_layout(dataset: Dataset, bases: BasisSet, options: CSCOptions, dtype:
                 settings=settings)
 
 
-def _reconstruct_pending(client, dataset, group, bases, store_path, options, compute, *,
-                         strict, progress, stop_requested, started) -> RunSummary:
-    """Run the images not yet done; record failures and the summary in the store."""
-    size = group["images"].shape[1]
-    todo = pending(group)
-    summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
-    if summary.done_before:
-        log.info("resuming: %d of %d images already done", summary.done_before, len(dataset))
-    task = dict(store_path=str(store_path), options=options, size=size, fit=dataset.fit,
-                compute=compute)
-    per_task = compute.images_per_task or _default_images_per_task(client, compute,
-                                                                   options.solver, len(todo))
-    blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-    _run_tasks(client, dataset, blocks, bases, task, summary, strict=strict, progress=progress,
-               stop_requested=stop_requested)
-    summary.seconds = time.perf_counter() - started
-    group.attrs.update({
-        "failed": summary.failed,
-        "summary": {"total": summary.total, "done": summary.done,
-                    "failed": len(summary.failed), "seconds": round(summary.seconds, 2)},
-    })
-    return summary
-
-
 def _default_images_per_task(client: Client, compute: ComputeConfig, solver: str,
                              pending: int) -> int:
     """8 images per task on CPU workers (a few seconds of work), 256 when they have GPUs;
@@ -180,8 +193,9 @@ def _worker_has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def _run_tasks(client, dataset, blocks, bases, task, summary, *, strict, progress,
-               stop_requested) -> None:
+def _run_tasks(client: Client, dataset: Dataset, blocks: list[np.ndarray], bases: BasisSet,
+               settings: TaskSettings, summary: RunSummary, *, strict: bool, progress: bool,
+               stop_requested: StopRequested) -> None:
     """Submit one task per block of pending images, a bounded window at a time; tally."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
@@ -191,29 +205,28 @@ def _run_tasks(client, dataset, blocks, bases, task, summary, *, strict, progres
     def submit(block):
         indices = [int(i) for i in block]
         return client.submit(reconstruct_task, indices, [dataset.items[i] for i in indices],
-                             bases_future, key=f"reconstruct-{indices[0]}-{run_id}", **task)
+                             bases_future, settings, key=f"reconstruct-{indices[0]}-{run_id}")
 
     window = max(4, 2 * sum(client.nthreads().values()))
     queue = iter(blocks)
     running = as_completed([submit(b) for _, b in zip(range(window), queue, strict=False)])
     with tqdm(total=summary.total, initial=summary.done_before, unit="img",
               disable=not progress, desc="reconstruct") as bar:
-        for future in running:
-            results = future.result()
+        for future in each_completed(running, stop_requested):
+            outcomes = future.result()
             future.release()
-            for index, _, error in results:
-                if error is None:
+            for outcome in outcomes:
+                if outcome.failure is None:
                     summary.done_now += 1
                     continue
-                summary.failed[dataset.names[index]] = error
-                log.warning("skipped %s", error)
+                name = dataset.names[outcome.index]
+                summary.failed[name] = outcome.failure
+                log.warning("skipped %s: %s", name, outcome.failure)
                 if strict:
                     client.cancel(list(running.futures))
-                    raise StrictModeError(f"{error} (--strict stops at the first bad image)")
-            bar.update(len(results))
-            if stop_requested():
-                client.cancel(list(running.futures))
-                raise KeyboardInterrupt
+                    raise StrictModeError(f"{name}: {outcome.failure} "
+                                          "(--strict stops at the first bad image)")
+            bar.update(len(outcomes))
             next_block = next(queue, None)
             if next_block is not None:
                 running.add(submit(next_block))

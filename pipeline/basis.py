@@ -7,29 +7,31 @@ of unit L2 norm over its ``P*P*3`` values.  Files are named
 ``<M>_p<P>_lm<lambda>.npy`` as the original project named them, e.g.
 ``64_p8_lm0.2.npy``: 64 filters of 8x8 learned with sparsity weight 0.2.
 
-This module owns the layout: no other module reshapes or checks a basis.
-Arrays are read with ``allow_pickle=False``: a basis is data, never code.
+This module owns the file format and the checks (:func:`validate_basis`) and
+makes filters valid (:func:`project_filters`); the solvers only transpose a
+basis into the layout of their FFTs.  Arrays are read with
+``allow_pickle=False``: a basis is data, never code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import __version__
+from pipeline.errors import UserError
+from pipeline.resources import BASIS_FOLDER
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BASIS = PROJECT_ROOT / "basis" / "sample-k1" / "cluster_00" / "64_p8_lm0.2.npy"
-"""The single basis the project learned on its embedded sample (see ``basis/README.md``)."""
-DEFAULT_BASIS_SET = PROJECT_ROOT / "basis" / "sample-k10"
+DEFAULT_BASIS_SET = BASIS_FOLDER / "sample-k10"
 """The basis set of 10 clusters learned on the embedded sample: the default of reconstruct."""
-
-NAME_PATTERN = re.compile(r"^(?P<filters>\d+)_p(?P<size>\d+)_lm(?P<lmbda>[0-9.]+)\.npy$")
+ONE_BASIS_SET = BASIS_FOLDER / "sample-k1"
+"""The one-basis set learned on the embedded sample (see ``basis/README.md``)."""
+DEFAULT_BASIS = ONE_BASIS_SET / "cluster_00" / "64_p8_lm0.2.npy"
+"""The single basis of :data:`ONE_BASIS_SET`, as a file."""
 
 #: Tolerances of the zero-mean and unit-norm checks.  The published bases
 #: meet them to about 1e-7; a looser 1e-3 still admits float32 rounding.
@@ -37,13 +39,23 @@ MEAN_TOL = 1e-3
 NORM_TOL = 1e-3
 
 
-class BasisError(ValueError):
+class BasisError(UserError, ValueError):
     """A basis file is missing, unreadable or not a valid dictionary."""
 
 
 def resolve_basis_path(value: str | Path) -> Path:
-    """Turn a config value into a basis path: ``"default"`` names the shipped basis set."""
-    return DEFAULT_BASIS_SET if str(value) == "default" else Path(value).expanduser()
+    """Turn a config value into a basis path.
+
+    ``"default"`` is the shipped set :data:`DEFAULT_BASIS_SET`; the name of
+    a shipped set (``"sample-k1"``, ``"sample-k10"``) is that set; anything
+    else is a path to a basis ``.npy`` file or a basis-set folder.
+    """
+    text = str(value)
+    if text == "default":
+        return DEFAULT_BASIS_SET
+    if "/" not in text and (BASIS_FOLDER / text / MANIFEST).is_file():
+        return BASIS_FOLDER / text
+    return Path(text).expanduser()
 
 
 def load_basis(path: str | Path) -> np.ndarray:
@@ -100,6 +112,14 @@ def validate_basis(array: np.ndarray, *, name: str = "basis") -> None:
         raise BasisError(
             f"{name}: filters must have unit L2 norm, largest deviation is {worst_norm:.3g}"
         )
+
+
+def project_filters(filters: np.ndarray) -> np.ndarray:
+    """(P, P, 3, M) filters made valid: zero-mean in each channel, unit L2 norm, float32."""
+    basis = np.array(filters, dtype=np.float32)
+    basis -= basis.mean(axis=(0, 1), keepdims=True)
+    basis /= np.linalg.norm(basis.reshape(-1, basis.shape[3]), axis=0)
+    return basis
 
 
 def basis_name(n_filters: int, filter_size: int, lmbda: float) -> str:

@@ -37,14 +37,11 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-from pipeline.csc import CSCOptions
-
-Device = Literal["auto", "cpu", "cuda"]
+from pipeline.csc import CSCOptions, check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
 RHO_SCALING = 1000.0  # AutoRho Scaling: the largest factor of one update
@@ -139,7 +136,7 @@ def split_low_high(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tikhonov low-pass / high-pass split of ``(N, C, H, W)`` images, as sporco's.
 
-    The same filter as :func:`pipeline.csc.split_low_high` (sporco
+    The same filter as :func:`pipeline.sporco_solver.split_low_high` (sporco
     ``tikhonov_filter``): symmetric padding by ``pad`` pixels, then
     ``low = F^-1[F s / (1 + lmbda (|G_r|^2 + |G_c|^2))]`` with ``G`` the
     forward differences along rows and columns.
@@ -176,7 +173,7 @@ def reconstruct_batch(
     basis : (P, P, 3, M) ndarray, float32
         Joint colour dictionary.
     options : CSCOptions
-        Solver settings (``options.solver`` is not consulted here).
+        Solver settings.
     batch_size : int, optional
         Most images iterated together (default :func:`auto_batch_size`).
         On a CPU one image at a time was fastest (its arrays stay in
@@ -188,12 +185,11 @@ def reconstruct_batch(
     Returns
     -------
     reconstructions : (N, H, W, 3) ndarray, float32
-        In [0, 1] (clipped, or max-rescaled).
+        In [0, 1] (clipped, or max-rescaled: :func:`pipeline.csc.finish_output`).
     n_iter : (N,) ndarray, int
         ADMM iterations each image took.
     """
-    if images.ndim != 4 or images.shape[-1] != basis.shape[2]:
-        raise ValueError(f"images must have shape (N, H, W, {basis.shape[2]}), got {images.shape}")
+    check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
     stack = stack.permute(0, 3, 1, 2)
@@ -205,11 +201,7 @@ def reconstruct_batch(
     for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size):
         result[torch.from_numpy(index).to(device)] += synthesize(coefficients, spectrum)
         n_iter[index] = iterations
-    if options.output == "max_rescale":
-        peak = result.amax(dim=(1, 2, 3), keepdim=True)
-        result = result / peak.clamp_min(torch.finfo(torch.float32).tiny)
-    result = result.clamp(0.0, 1.0).permute(0, 2, 3, 1)
-    return result.cpu().numpy(), n_iter
+    return finish_output(result.permute(0, 2, 3, 1).cpu().numpy(), options.output), n_iter
 
 
 def auto_batch_size(shape: tuple[int, int], n_filters: int, device: torch.device) -> int:

@@ -1,15 +1,89 @@
-"""What the two commands share: runtime arguments and logging."""
+"""What the three commands share: arguments, logging, and one way to run and to end.
+
+Each command (``pipeline.reconstruct``, ``pipeline.learn``,
+``pipeline.evaluate``) builds its parser with :func:`command_parser`, turns
+its arguments into a :class:`Job` and hands it to :func:`run_command`, which
+ends every run the same way:
+
+========  ===============================================================
+status    when
+========  ===============================================================
+0         the job finished (the job may return 1 itself, e.g. nothing done)
+1         the run failed: a worker, the scheduler, the store, or a bug in a
+          stage; one sentence, the traceback with ``-v``
+          (or it stopped for a stated reason, :class:`pipeline.errors.RunStopped`)
+2         an error the user can fix (:class:`pipeline.errors.UserError`:
+          config, data set, basis, store, scheduler address), one sentence
+130       interrupted (Ctrl-C): the job's ``kept`` says what survives and
+          how to go on
+========  ===============================================================
+
+The first Ctrl-C does not raise inside Dask's client code: it sets a flag
+that the flows ask between results (:mod:`flows.waiting`), so the work in
+hand finishes and the command stops cleanly; a second Ctrl-C stops at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from pipeline.runtime import DEFAULT_DASHBOARD
+import yaml
+
+from pipeline import __version__
+from pipeline.config import Config, load_config
+from pipeline.errors import RunStopped, UserError
+from pipeline.runtime import DEFAULT_DASHBOARD, connect, describe_failure, disconnect
+
+log = logging.getLogger("pipeline")
+
+StopRequested = Callable[[], bool]
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--scheduler``, ``--workers``, ``--dashboard-address``, ``-v`` and ``-q``."""
+@dataclass(frozen=True)
+class Job:
+    """What a command runs once its inputs are checked.
+
+    Attributes
+    ----------
+    run : callable
+        ``run(client, stop_requested) -> exit status``; ``stop_requested()``
+        says whether Ctrl-C asked the job to stop after the work in hand.
+    what : str
+        The job's name in a failure's sentence: "run", "learning", ...
+    kept : str
+        What survives a failure or an interruption, and how to go on.
+    stopping : str
+        What the first Ctrl-C waits for, e.g. "the images being reconstructed".
+    """
+
+    run: Callable[[Any, StopRequested], int]
+    what: str
+    kept: str
+    stopping: str = "the work in hand"
+
+
+def command_parser(prog: str, description: str, *, config_help: str,
+                   default_config: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every command takes.
+
+    The config (a shipped config's name or a YAML path), ``--set KEY=VALUE``,
+    ``--print-config``, the runtime's ``--scheduler``, ``--workers`` and
+    ``--dashboard-address``, ``-v``/``-q`` and ``--version``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", nargs="?", default=default_config, help=config_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. csc.lmbda=0.3 "
+                        "(repeatable)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on this Dask scheduler, e.g. tcp://host:8786 "
                         "(default: a LocalCluster on this machine)")
@@ -17,8 +91,93 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: one per core)")
     parser.add_argument("--dashboard-address", default=DEFAULT_DASHBOARD,
                         help="LocalCluster dashboard address (default: %(default)s)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more output; -v also shows the traceback of a failure")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="less output (no progress bars)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def load_command_config(args: argparse.Namespace, shortcuts: dict[str, str]) -> Config:
+    """The config the arguments name, with ``--set`` and the shortcut flags applied.
+
+    ``shortcuts`` maps an argument's name to the config key it sets (e.g.
+    ``{"out": "store.path"}``); arguments left at None set nothing.
+    """
+    settings = {key: getattr(args, name) for name, key in shortcuts.items()
+                if getattr(args, name) is not None}
+    return load_config(args.config, args.overrides, settings)
+
+
+def print_config(config: Config) -> None:
+    """The resolved config as YAML, ready to save and edit."""
+    print(yaml.safe_dump(config.as_dict(), sort_keys=False), end="")
+
+
+def run_command(args: argparse.Namespace, prepare: Callable[[], Job | None]) -> int:
+    """Prepare the job, run it on the runtime, and end as the table above says.
+
+    ``prepare()`` loads the config and checks the inputs, before any worker
+    starts; it returns None when there is nothing to run (``--print-config``).
+    """
+    configure_logging(args.verbose - args.quiet)
+    job = None
+    try:
+        job = prepare()
+        if job is None:
+            return 0
+        return _run_on_runtime(job, args)
+    except UserError as err:
+        log.error("%s", err)
+        return 2
+    except RunStopped as err:
+        log.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted%s", f": {job.kept}" if job else "")
+        return 130
+    except Exception as err:  # a worker, the scheduler, the store, or a bug
+        log.debug("traceback of the failure", exc_info=True)
+        what = job.what if job else "preparing the run"
+        kept = f"; {job.kept}" if job else ""
+        log.error("%s failed: %s%s (-v shows the traceback)", what, describe_failure(err), kept)
+        return 1
+
+
+def _run_on_runtime(job: Job, args: argparse.Namespace) -> int:
+    client = connect(args.scheduler, n_workers=args.workers,
+                     dashboard_address=args.dashboard_address)
+    try:
+        with stop_after_work_in_hand(job.stopping) as stop_requested:
+            return job.run(client, stop_requested)
+    finally:
+        disconnect(client)
+
+
+@contextlib.contextmanager
+def stop_after_work_in_hand(stopping: str = "the work in hand") -> Iterator[StopRequested]:
+    """First Ctrl-C: ask the job to stop after ``stopping``; a second one stops at once.
+
+    Yields the flag's reader.  Signal handlers belong to the main thread;
+    elsewhere (a command called from a thread) Ctrl-C is left as it is.
+    """
+    requested = False
+
+    def on_interrupt(signum, frame):
+        nonlocal requested
+        requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.warning("stopping after %s (Ctrl-C again to stop now)", stopping)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def configure_logging(level_shift: int) -> None:

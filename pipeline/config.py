@@ -1,9 +1,15 @@
-"""Configs: ``configs/<name>.yaml`` -> a typed, validated :class:`ReconstructConfig`.
+"""Configs: ``configs/<name>.yaml`` -> one typed, validated :class:`Config` for every command.
 
 A config names a data set, the basis, the solver settings and the output
-store.  Unknown keys are rejected with the nearest known key suggested, and
-command-line overrides (``--set csc.lmbda=0.3``) are applied to the YAML
-before validation, so an override is checked exactly like the file.
+store (``pipeline.reconstruct``), how a basis set is learned (its ``learn``
+section, ``pipeline.learn``) and how the defense is measured (its
+``evaluate`` section, ``pipeline.evaluate``).  Every default lives in the
+dataclasses below and nowhere else; a YAML file sets only what differs.
+
+Unknown keys are rejected with the nearest known key suggested, and
+command-line overrides (``--set csc.lmbda=0.3``, and each command's shortcut
+flags) are applied to the YAML before validation, so an override is checked
+exactly like the file.
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.basis import PROJECT_ROOT
-from pipeline.csc import CSCOptions
+from pipeline.csc import CDLOptions, CSCOptions
+from pipeline.dae import DAEOptions
+from pipeline.errors import UserError
+from pipeline.resources import CONFIG_FOLDER
 
-CONFIG_DIRS = (Path("configs"), PROJECT_ROOT / "configs")
 
-
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is missing, malformed or holds a bad value."""
 
 
@@ -72,15 +78,76 @@ class ComputeConfig:
     images_per_task: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "images_per_task"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        _at_least(self, 1, "batch_size", "images_per_task")
 
 
 @dataclass(frozen=True)
-class ReconstructConfig:
-    """Everything ``python -m pipeline.reconstruct`` needs, resolved from YAML."""
+class LearnConfig:
+    """How ``python -m pipeline.learn`` learns a basis set from the config's data set.
+
+    ``clusters`` KMeans clusters of DAE latents (1: one basis, no DAE),
+    each with its own dictionary learned on at most ``images_per_cluster``
+    of its images; at most ``max_images`` images (a seeded random subset)
+    train the DAE and the clusters.  ``seed`` seeds every random choice.
+    ``out`` is the basis-set folder (null: ``outputs/bases/<name>-k<clusters>``).
+    ``dictionary`` and ``dae`` are the two learners' own settings.
+    """
+
+    clusters: int = 10
+    images_per_cluster: int = 64
+    max_images: int | None = 5000
+    seed: int = 0
+    out: str | None = None
+    dictionary: CDLOptions = field(default_factory=CDLOptions)
+    dae: DAEOptions = field(default_factory=DAEOptions)
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "clusters", "images_per_cluster", "max_images")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """How ``python -m pipeline.evaluate`` measures the defense.
+
+    ``task`` is a built-in task (``scenes`` or ``digits``: the command trains
+    its own classifier); null evaluates the config's data set with the
+    user's ``classifier`` (a ``torch.export`` .pt2 file, a TorchScript file
+    or ``package.module:function``) and, with ``transfer_classifier``, the
+    transfer control.  The per-cluster CSC row uses the config's ``basis``;
+    the one-basis row uses ``one_basis``.  ``test_images`` is n of every
+    cell; ``train_images`` the classifier's training set; ``epochs`` its
+    training; ``pgd_steps`` and ``bpda_steps`` the attacks' iterations;
+    ``bpda_images`` and ``retrain_images`` (null: all) the test images under
+    the slow BPDA attack and the training images reconstructed to retrain on.
+    ``out`` is the output folder (null: ``outputs/evaluate/<name>``).
+    """
+
+    task: Literal["scenes", "digits"] | None = None
+    classifier: str | None = None
+    transfer_classifier: str | None = None
+    one_basis: str = "sample-k1"
+    test_images: int = 200
+    train_images: int = 2000
+    epochs: int = 10
+    pgd_steps: int = 20
+    bpda_steps: int = 10
+    bpda_images: int | None = None
+    retrain_images: int | None = None
+    seed: int = 0
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "test_images", "train_images", "epochs", "pgd_steps", "bpda_steps",
+                  "bpda_images", "retrain_images")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the commands read from one config, resolved from YAML.
+
+    ``basis`` is ``default`` (the shipped basis set ``sample-k10``), the
+    name of a shipped set, a basis ``.npy`` file or a basis-set folder.
+    """
 
     name: str = "sample"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -89,32 +156,66 @@ class ReconstructConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     export: str | None = None
+    learn: LearnConfig = field(default_factory=LearnConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     @property
     def store_path(self) -> Path:
         return Path(self.store.path or f"outputs/{self.name}.zarr").expanduser()
 
+    @property
+    def basis_set_path(self) -> Path:
+        """Where ``pipeline.learn`` writes its basis set."""
+        default = f"outputs/bases/{self.name}-k{self.learn.clusters}"
+        return Path(self.learn.out or default).expanduser()
+
+    @property
+    def evaluate_path(self) -> Path:
+        """Where ``pipeline.evaluate`` writes its table, plots and stores."""
+        return Path(self.evaluate.out or f"outputs/evaluate/{self.name}").expanduser()
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs the project ships (``sample``, ``imagenet``, ...)."""
+    return sorted(p.stem for p in CONFIG_FOLDER.glob("*.yaml"))
+
+
 def find_config(name: str) -> Path:
-    """Path of config ``name``: a YAML path, or ``configs/<name>.yaml`` here or in the project."""
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
+    """Path of config ``name``: a YAML file's path, or the name of a shipped config.
+
+    A name is looked up among the project's own configs only, never in the
+    working directory; a config of your own is given by its path
+    (``configs/mine.yaml``, ``./mine.yaml``).
+    """
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name).expanduser()
         if path.is_file():
             return path
         raise ConfigError(f"{name}: config file not found")
-    for folder in CONFIG_DIRS:
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = sorted({p.stem for d in CONFIG_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-    hint = _suggest(name, known)
-    raise ConfigError(f"no config named {name!r}{hint}; known configs: {', '.join(known)}")
+    if (CONFIG_FOLDER / f"{name}.yaml").is_file():
+        return CONFIG_FOLDER / f"{name}.yaml"
+    known = shipped_configs()
+    raise ConfigError(f"no config named {name!r}{_suggest(name, known)}; shipped configs: "
+                      f"{', '.join(known)} (a config of your own: give its path, "
+                      "e.g. configs/mine.yaml)")
 
 
-def load_config(name: str, overrides: list[str] | None = None) -> ReconstructConfig:
-    """Load ``configs/<name>.yaml``, apply ``key.sub=value`` overrides, validate.
+def load_config(name: str, overrides: list[str] | None = None,
+                settings: dict[str, Any] | None = None) -> Config:
+    """Load config ``name`` (:func:`find_config`), apply overrides, validate.
+
+    Parameters
+    ----------
+    name : str
+        A shipped config's name or a YAML path.
+    overrides : list of str
+        ``key.sub=value`` strings (``--set``); values are read as YAML.
+    settings : dict
+        ``key.sub`` -> value, applied after ``overrides`` (the commands'
+        shortcut flags, such as ``--out``); values are taken as they are.
 
     Raises
     ------
@@ -131,21 +232,24 @@ def load_config(name: str, overrides: list[str] | None = None) -> ReconstructCon
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
     for override in overrides or []:
-        _apply_override(raw, override, path)
-    return _build(ReconstructConfig, raw, str(path), "")
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"override {override!r} must look like key=value, e.g. csc.lmbda=0.3")
+        _set(raw, key.strip(), yaml.safe_load(text), path)
+    for key, value in (settings or {}).items():
+        _set(raw, key, value, path)
+    return _build(Config, raw, str(path), "")
 
 
-def _apply_override(raw: dict, override: str, path: Path) -> None:
-    key, sep, text = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {override!r} must look like key=value, e.g. csc.lmbda=0.3")
-    *parents, leaf = key.strip().split(".")
+def _set(raw: dict, key: str, value: Any, path: Path) -> None:
+    *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{path}: cannot override {key!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(text)
+    node[leaf] = value
 
 
 def _build(cls: type, raw: Any, where: str, prefix: str):
@@ -197,6 +301,17 @@ def _describe(option: Any) -> str:
 def _suggest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _at_least(section: object, minimum: int, *names: str) -> None:
+    """Raise ValueError if a field is below ``minimum`` (null, where allowed, passes)."""
+    hints = typing.get_type_hints(type(section))
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value < minimum:
+            nullable = type(None) in typing.get_args(hints[name])
+            raise ValueError(f"{name} must be >= {minimum}{' or null' if nullable else ''}, "
+                             f"got {value}")
 
 
 _UnionType = type(int | None)

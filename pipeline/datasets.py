@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from skimage.transform import resize as _resize
 
+from pipeline.errors import UserError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 #: Largest image decoded, in pixels (50 megapixels: 600 MB as float32 RGB).
@@ -26,15 +28,24 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 #: declares a huge image (a decompression bomb) costs nothing.
 MAX_PIXELS = 50_000_000
 Fit = Literal["resize", "center_crop", "none"]
-FITS = ("resize", "center_crop", "none")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A data set cannot be read: missing path, empty, unknown format."""
 
 
-class ImageReadError(ValueError):
-    """One image cannot be read or converted; the message names the file."""
+class ImageReadError(UserError, ValueError):
+    """One image cannot be read or converted.
+
+    ``reason`` says why, without the file's name; ``source`` is the file (or
+    the image's name) where known.  The message is ``"<source>: <reason>"``,
+    so each names the file once: a run's record of failed images maps each
+    image's name to its ``reason``.
+    """
+
+    def __init__(self, reason: str, source: str | Path | None = None):
+        self.reason, self.source = reason, None if source is None else str(source)
+        super().__init__(f"{source}: {reason}" if source is not None else reason)
 
 
 @dataclass
@@ -85,8 +96,9 @@ class Dataset:
         image = self.load(0)
         if image.shape[0] != image.shape[1]:
             raise ImageReadError(
-                f"{self.names[0]}: image_size is not set and the image is not square "
-                f"({image.shape[0]}x{image.shape[1]}); set dataset.image_size in the config")
+                f"image_size is not set and the image is not square "
+                f"({image.shape[0]}x{image.shape[1]}); set dataset.image_size in the config",
+                self.names[0])
         return int(image.shape[0])
 
 
@@ -134,18 +146,24 @@ def read_image(path: str | Path) -> np.ndarray:
             img = Image.open(path)
         with img:
             if img.width * img.height > MAX_PIXELS:
-                # Worded without the path: the handler below prefixes it.
                 raise ImageReadError(
                     f"declares {img.width}x{img.height} pixels, more than the "
-                    f"{MAX_PIXELS:,} this pipeline decodes: a decompression bomb?")
+                    f"{MAX_PIXELS:,} this pipeline decodes: a decompression bomb?", path)
             img.load()
             if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
                 return to_float_rgb(np.asarray(img).astype(np.uint16))
             if img.mode == "F":
                 return to_float_rgb(np.asarray(img))
             return to_float_rgb(np.asarray(img.convert("RGB")))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageReadError(f"{path}: cannot read image ({err})") from None
+    except ImageReadError as err:
+        raise ImageReadError(err.reason, path) from None
+    except UnidentifiedImageError:
+        raise ImageReadError("cannot read image (not an image file that Pillow knows)",
+                             path) from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        # An OSError's strerror ("Permission denied") leaves out the path it would repeat.
+        raise ImageReadError(f"cannot read image ({getattr(err, 'strerror', None) or err})",
+                             path) from None
 
 
 def fit_image(image: np.ndarray, size: int | None, fit: Fit = "center_crop") -> np.ndarray:
@@ -177,8 +195,8 @@ def load_item(item, *, size: int | None, fit: Fit = "center_crop") -> np.ndarray
     try:
         return fit_image(image, size, fit)
     except ImageReadError as err:
-        where = item if isinstance(item, (str, Path)) else "image"
-        raise ImageReadError(f"{where}: {err}") from None
+        raise ImageReadError(err.reason, item if isinstance(item, (str, Path)) else None
+                             ) from None
 
 
 # --- sources ---------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""``python -m pipeline.evaluate [scenes|digits]``: measure the defense, with its controls.
+"""``python -m pipeline.evaluate [CONFIG]``: measure the defense, with its controls.
 
-Trains a small CNN on a task built from data that installed packages ship,
-attacks it (FGSM, PGD, DeepFool through ART), defends the attacked images
-(CSC with one basis and with a basis set, each with the original and a
-retrained classifier; JPEG, median, bit depth, TV), adds a transfer control
-and the adaptive BPDA attack, and writes into ``--out``:
+The evaluation's command (the measuring itself is the ``evaluation``
+package).  ``scenes`` (the default) and ``digits`` are built-in tasks made of
+data that installed packages ship: the command trains a small CNN, attacks it
+(FGSM, PGD, DeepFool through ART), defends the attacked images (CSC with one
+basis and with a basis set, each with the original and a retrained
+classifier; JPEG, median, bit depth, TV), adds a transfer control and the
+adaptive BPDA attack, and writes into the output folder:
 
 - ``results.csv`` (one row per cell: defense, attack, accuracy, se, n) and
   ``results.md`` (the table);
@@ -13,218 +15,149 @@ and the adaptive BPDA attack, and writes into ``--out``:
 - ``stores/``: the reconstructions (Zarr; a re-run resumes from them).
 
 ``python -m pipeline.evaluate cifar10 --classifier model.pt2`` does the same
-on a data set a config names (``configs/cifar10.yaml``, or any YAML path),
-with the user's classifier (a ``torch.export`` .pt2 file, a TorchScript file
-or ``package.module:function``) and, with ``--transfer-classifier``, the
-transfer control; there are no retrained rows, as the command has no training
-set to retrain on.
+on the data set a config names, with the user's classifier (a
+``torch.export`` .pt2 file, a TorchScript file or ``package.module:function``)
+and, with ``--transfer-classifier``, the transfer control; there are no
+retrained rows, as the command has no training set to retrain on.  Settings
+come from the config's ``evaluate`` and ``csc`` sections; the flags are
+shortcuts for them.
 
-Needs ART: ``pip install -e ".[evaluate]"``.  Exit status: 0 done; 1 the run
-failed on the Dask side (a worker, the scheduler); 2 an error found before any
-work (one sentence); 130 interrupted.
+Needs ART: ``pip install -e ".[evaluate]"``.  Exit status (:mod:`pipeline.cli`):
+0 done; 1 the run failed (a worker, the scheduler, a bug); 2 an error found
+before any work (one sentence); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import shlex
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-
-from pipeline import __version__
-from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, BasisError, open_bases
-from pipeline.cli import add_runtime_arguments, configure_logging
-from pipeline.config import ConfigError, load_config
-from pipeline.datasets import DatasetError, open_dataset
-from pipeline.runtime import SchedulerError, describe_failure
-from pipeline.tasks import TASKS
+from pipeline.basis import open_bases, resolve_basis_path
+from pipeline.cli import Job, command_parser, load_command_config, print_config, run_command
+from pipeline.config import Config, ConfigError
+from pipeline.datasets import open_dataset
+from pipeline.errors import UserError
 
 log = logging.getLogger("pipeline.evaluate")
 
+#: Flags that set a config key (``evaluate.*``, and the per-cluster row's ``basis``).
+SHORTCUTS = {
+    "classifier": "evaluate.classifier", "transfer_classifier": "evaluate.transfer_classifier",
+    "out": "evaluate.out", "one_basis": "evaluate.one_basis", "basis_set": "basis",
+    "test_images": "evaluate.test_images", "train_images": "evaluate.train_images",
+    "epochs": "evaluate.epochs", "pgd_steps": "evaluate.pgd_steps",
+    "bpda_steps": "evaluate.bpda_steps", "bpda_images": "evaluate.bpda_images",
+    "retrain_images": "evaluate.retrain_images", "seed": "evaluate.seed",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate",
-        description="Attack a classifier, defend with CSC and baselines, write the accuracy "
-        "table and plots.")
-    parser.add_argument("task", nargs="?", default="scenes",
-                        help=f"built-in task ({', '.join(TASKS)}; default scenes), or a config "
-                        "name or YAML path of your data set (needs --classifier)")
-    parser.add_argument("--classifier", metavar="MODEL",
-                        help="your classifier: a torch.export .pt2 file, a TorchScript file or "
-                        "package.module:function; "
-                        "it takes (N, 3, H, W) images in [0, 1] and returns logits")
-    parser.add_argument("--transfer-classifier", metavar="MODEL",
-                        help="a second classifier for the transfer control (same forms)")
-    parser.add_argument("--out", help="output folder (default: outputs/evaluate/<task>)")
-    parser.add_argument("--basis", default=str(DEFAULT_BASIS),
-                        help="the one-basis CSC row (default: basis/sample-k1)")
-    parser.add_argument("--basis-set", default=str(DEFAULT_BASIS_SET),
-                        help="the per-cluster CSC row (default: basis/sample-k10)")
-    parser.add_argument("--test-images", type=int, default=200,
-                        help="test images, n of every cell (default 200)")
-    parser.add_argument("--train-images", type=int, default=2000,
-                        help="training images (default 2000; digits has at most 1597)")
-    parser.add_argument("--epochs", type=int, default=10, help="classifier epochs (default 10)")
-    parser.add_argument("--pgd-steps", type=int, default=20)
-    parser.add_argument("--bpda-steps", type=int, default=10)
-    parser.add_argument("--bpda-images", type=int,
-                        help="test images under the BPDA attack (default: all)")
-    parser.add_argument("--retrain-images", type=int,
-                        help="training images reconstructed to retrain on (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
-    add_runtime_arguments(parser)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser = command_parser(
+        "python -m pipeline.evaluate",
+        "Attack a classifier, defend with CSC and baselines, write the accuracy table and plots.",
+        config_help="a built-in task (scenes, digits; default scenes), or the config (a shipped "
+        "name or a YAML path) of your data set, with --classifier", default_config="scenes")
+    flags = parser.add_argument_group("shortcuts for the config's evaluate section "
+                                      "(defaults: python -m pipeline.evaluate --print-config)")
+    flags.add_argument("--classifier", metavar="MODEL",
+                       help="your classifier: a torch.export .pt2 file, a TorchScript file or "
+                       "package.module:function; it takes (N, 3, H, W) images in [0, 1] and "
+                       "returns logits (evaluate.classifier)")
+    flags.add_argument("--transfer-classifier", metavar="MODEL",
+                       help="a second classifier for the transfer control "
+                       "(evaluate.transfer_classifier)")
+    flags.add_argument("--out", help="output folder (evaluate.out; default "
+                       "outputs/evaluate/<config name>)")
+    flags.add_argument("--one-basis", help="basis of the one-basis CSC row (evaluate.one_basis)")
+    flags.add_argument("--basis-set", help="basis set of the per-cluster CSC row (basis)")
+    flags.add_argument("--test-images", type=int, help="test images, n of every cell "
+                       "(evaluate.test_images)")
+    flags.add_argument("--train-images", type=int, help="training images "
+                       "(evaluate.train_images; digits has at most 1597)")
+    flags.add_argument("--epochs", type=int, help="classifier epochs (evaluate.epochs)")
+    flags.add_argument("--pgd-steps", type=int, help="PGD iterations (evaluate.pgd_steps)")
+    flags.add_argument("--bpda-steps", type=int, help="BPDA-PGD iterations "
+                       "(evaluate.bpda_steps)")
+    flags.add_argument("--bpda-images", type=int, help="test images under the BPDA attack "
+                       "(evaluate.bpda_images; default all)")
+    flags.add_argument("--retrain-images", type=int, help="training images reconstructed to "
+                       "retrain on (evaluate.retrain_images; default all)")
+    flags.add_argument("--seed", type=int, help="seed of data, training and attacks "
+                       "(evaluate.seed)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose - args.quiet)
+    command = "python -m pipeline.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return run_command(args, lambda: prepare(args, command))
+
+
+def prepare(args: argparse.Namespace, command: str) -> Job | None:
+    """Load the config, the task or data set, the classifiers and the bases; no worker yet."""
+    config = load_command_config(args, SHORTCUTS)
+    if args.print_config:
+        print_config(config)
+        return None
     try:
         import art  # noqa: F401, PLC0415
     except ImportError:
-        log.error("pipeline.evaluate needs the Adversarial Robustness Toolbox: "
-                  "pip install -e \".[evaluate]\"")
-        return 2
-    from flows.evaluate import EPSILONS, EvaluateOptions  # noqa: PLC0415
-    from pipeline.tasks import load_task  # noqa: PLC0415
+        raise UserError("pipeline.evaluate needs the Adversarial Robustness Toolbox: "
+                        "pip install -e \".[evaluate]\"") from None
+    from evaluation.flow import EvaluateOptions  # noqa: PLC0415 (ART is optional)
 
-    out = Path(args.out or f"outputs/evaluate/{Path(args.task).stem}")
-    try:
-        bases = {"CSC one basis": open_bases(args.basis),
-                 "CSC per-cluster": open_bases(args.basis_set)}
-        task, models = _task_and_models(args, load_task)
-    except (BasisError, ConfigError, DatasetError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    options = EvaluateOptions(epsilons=EPSILONS.get(task.name, EPSILONS["scenes"]),
-                              pgd_steps=args.pgd_steps,
-                              bpda_steps=args.bpda_steps, epochs=args.epochs, seed=args.seed,
-                              bpda_images=args.bpda_images, retrain_images=args.retrain_images)
+    paths = {"CSC one basis": resolve_basis_path(config.evaluate.one_basis),
+             "CSC per-cluster": resolve_basis_path(config.basis)}
+    bases = {row: open_bases(path) for row, path in paths.items()}
+    task, models = task_and_models(config)
+    options = EvaluateOptions.for_task(task.name, config.evaluate, config.csc)
+    out = config.evaluate_path
     log.info("%s: %d training and %d test images, %d classes -> %s", task.name,
              len(task.train_images), len(task.test_images), len(task.classes), out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    try:
-        result = run(task, bases, options, out, args, models)
-    except SchedulerError as err:
-        log.error("%s", err)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted: finished reconstructions are kept in %s; run the same command "
-                  "again to reuse them", out / "stores")
-        return 130
-    except Exception as err:  # a worker or the scheduler failed: say so, keep the stores
-        log.debug("traceback of the failure", exc_info=True)
-        log.error("evaluation failed: %s; finished reconstructions are kept in %s and a re-run "
-                  "reuses them (-v shows the traceback)", describe_failure(err), out / "stores")
-        return 1
-    write_outputs(task, result, options, out, seconds=time.perf_counter() - started,
-                  bases={row: str(path) for row, path in
-                         (("CSC one basis", args.basis), ("CSC per-cluster", args.basis_set))})
-    log.info("wrote %s (%.0f s)", out / "results.md", time.perf_counter() - started)
-    return 0
+
+    def run(client, stop_requested) -> int:
+        from evaluation.flow import evaluate  # noqa: PLC0415
+        from evaluation.outputs import write_outputs  # noqa: PLC0415
+
+        started = time.perf_counter()
+        out.mkdir(parents=True, exist_ok=True)
+        result = evaluate(client, task, bases, out=out, options=options,
+                          progress=args.quiet == 0, stop_requested=stop_requested, **models)
+        write_outputs(task, result, options, out, seconds=time.perf_counter() - started,
+                      bases={row: str(path) for row, path in paths.items()}, command=command)
+        log.info("wrote %s (%.0f s)", out / "results.md", time.perf_counter() - started)
+        return 0
+
+    return Job(run=run, what="evaluation",
+               kept=f"finished reconstructions are kept in {out / 'stores'} and a re-run "
+               "reuses them", stopping="the attack or reconstruction in hand")
 
 
-def _task_sizes(args) -> dict:
-    if args.task == "scenes":
-        return {"train_per_class": max(1, args.train_images // 10),
-                "test_per_class": max(1, args.test_images // 10), "seed": args.seed}
-    return {"test_size": args.test_images, "train_size": args.train_images, "seed": args.seed}
-
-
-def _task_and_models(args, load_task):
+def task_and_models(config: Config):
     """The built-in task, or the user's data set with their classifier(s)."""
-    from pipeline.classifier import load_classifier  # noqa: PLC0415
-    from pipeline.tasks import from_dataset  # noqa: PLC0415
+    from evaluation.classifier import load_classifier  # noqa: PLC0415
+    from evaluation.tasks import from_dataset, load_task  # noqa: PLC0415
 
-    if args.task in TASKS:
-        if args.classifier:
-            raise ConfigError(f"--classifier is for your own data; the {args.task} task trains "
-                              "its own")
-        return load_task(args.task, **_task_sizes(args)), {}
-    if not args.classifier:
-        raise ConfigError(f"{args.task}: evaluating your own data needs your classifier: "
+    settings = config.evaluate
+    if settings.task is not None:
+        if settings.classifier:
+            raise ConfigError(f"--classifier is for your own data; the {settings.task} task "
+                              "trains its own")
+        return load_task(settings.task, test_images=settings.test_images,
+                         train_images=settings.train_images, seed=settings.seed), {}
+    if not settings.classifier:
+        raise ConfigError(f"{config.name}: evaluating your own data needs your classifier: "
                           "--classifier model.pt2 (torch.export), model.pt (TorchScript) or "
                           "package.module:function")
-    config = load_config(args.task)
     task = from_dataset(open_dataset(config.dataset, config.name),
-                        test_images=args.test_images, seed=args.seed)
-    models = {"model": load_classifier(args.classifier)}
-    if args.transfer_classifier:
-        models["transfer"] = load_classifier(args.transfer_classifier)
+                        test_images=settings.test_images, seed=settings.seed)
+    models = {"model": load_classifier(settings.classifier)}
+    if settings.transfer_classifier:
+        models["transfer"] = load_classifier(settings.transfer_classifier)
     return task, models
-
-
-def run(task, bases, options, out, args, models):
-    from flows.evaluate import evaluate  # noqa: PLC0415
-    from pipeline.runtime import connect, disconnect  # noqa: PLC0415
-
-    client = connect(args.scheduler, n_workers=args.workers,
-                     dashboard_address=args.dashboard_address)
-    try:
-        return evaluate(client, task, bases, out=out, options=options,
-                        progress=args.quiet == 0, **models)
-    finally:
-        disconnect(client)
-
-
-def table_layout(result, options) -> tuple[list[str], list[str]]:
-    """The table's rows and columns, in order."""
-    from flows.evaluate import attack_columns, bpda_column  # noqa: PLC0415
-    from pipeline.baselines import BASELINES  # noqa: PLC0415
-
-    csc = list(result.reconstructions)
-    rows = ["none", "transfer control", *csc, *(f"{r}, retrained" for r in csc), *BASELINES]
-    rows = [row for row in rows if (row, "clean") in result.correct]  # those measured
-    return rows, [c for c, _, _ in attack_columns(options)] + [bpda_column(options)]
-
-
-def write_outputs(task, result, options, out: Path, *, seconds: float, bases: dict) -> None:
-    """Table (CSV, Markdown), plots and summary.json."""
-    from flows.evaluate import eps_label, main_pgd_column  # noqa: PLC0415
-    from pipeline import plots  # noqa: PLC0415
-    from pipeline.report import (  # noqa: PLC0415
-        lowpass_energy_share,
-        markdown_table,
-        records,
-        write_csv,
-    )
-
-    rows, columns = table_layout(result, options)
-    cells = records(result.correct, rows, columns)
-    write_csv(cells, out / "results.csv")
-    (out / "results.md").write_text(markdown_table(cells, rows, columns))
-    epsilons = [(eps_label(e), e) for e in options.epsilons]
-    plots.plot_accuracy_vs_eps(cells, rows, epsilons, out / "accuracy_vs_eps.png")
-    main, csc = main_pgd_column(options), list(result.reconstructions)[-1]
-    shown = np.linspace(0, len(task.test_images) - 1, 8).astype(int)  # across the classes
-    plots.plot_attack_examples(
-        task.test_images[shown], result.sets[main][shown],
-        result.reconstructions[csc][main][shown], task.test_labels[shown],
-        {"clean": result.predictions["clean"][shown],
-         "adversarial": result.predictions["adversarial"][shown],
-         "reconstructed": result.predictions[csc][shown]}, task.classes, out / "examples.png")
-    shares = {column: lowpass_energy_share(task.test_images, images, options.csc)
-              for column, images in result.sets.items() if column != "clean"}
-    plots.plot_lowpass_share(shares, out / "lowpass_energy.png")
-    summary = {
-        "task": task.name, "n_train": len(task.train_images), "n_test": len(task.test_images),
-        "epsilons": list(options.epsilons), "pgd_steps": options.pgd_steps,
-        "bpda_steps": options.bpda_steps, "bpda_images": options.bpda_images,
-        "retrain_images": options.retrain_images, "epochs": options.epochs, "seed": options.seed,
-        "csc": options.csc.as_dict(), "bases": bases, "version": __version__,
-        "lowpass_energy_share_mean": {k: float(np.nanmean(v)) for k, v in shares.items()},
-        "seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},
-                    "total": round(seconds, 1)},
-        "command": "python -m pipeline.evaluate " + " ".join(sys.argv[1:]),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from distributed import Client, LocalCluster
 from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from pipeline.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
@@ -23,7 +25,7 @@ DEFAULT_DASHBOARD = "127.0.0.1:8787"
 SCHEDULER_TIMEOUT = "30s"
 
 
-class SchedulerError(ConnectionError):
+class SchedulerError(UserError, ConnectionError):
     """The scheduler given by address could not be reached."""
 
 
@@ -57,8 +59,8 @@ class SolverThreads(WorkerPlugin):
     default to every core, so without this, N worker processes on N cores
     each start N threads.
     (The nanny already sets OMP/MKL/OpenBLAS to one thread.)  Importing the
-    flow's modules here (sporco, scikit-image, zarr: a few seconds) keeps that
-    cost out of the first task.
+    stages that tasks run (sporco, PyTorch, scikit-image, zarr: a few
+    seconds) here keeps that cost out of the first task.
     """
 
     name = "pipeline-solver-threads"
@@ -66,8 +68,10 @@ class SolverThreads(WorkerPlugin):
     def setup(self, worker) -> None:
         import torch
 
-        import flows.reconstruct  # noqa: F401
-        from pipeline.csc import configure_fft
+        import pipeline.datasets  # noqa: F401
+        import pipeline.store  # noqa: F401
+        import pipeline.stratified  # noqa: F401
+        from pipeline.sporco_solver import configure_fft
 
         configure_fft(threads=1)
         torch.set_num_threads(1)  # the batched solver and the DAE's encoder

@@ -39,9 +39,10 @@ import zarr
 from filelock import FileLock, Timeout
 
 from pipeline import __version__
+from pipeline.errors import UserError
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """The output store cannot be used: not a Zarr store, or made with other settings."""
 
 

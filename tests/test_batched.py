@@ -10,8 +10,9 @@ from sporco import signal
 
 from pipeline import batched
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.csc import CSCOptions, reconstruct
+from pipeline.csc import CSCOptions
 from pipeline.datasets import sample
+from pipeline.solvers import reconstruct
 
 # Sample tiles whose sporco solves stop after 9 to 200 iterations (mean ~66).
 MIXED = (0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 260, 280, 300)

@@ -43,7 +43,7 @@ def test_typo_is_named_with_a_suggestion(tmp_path):
 
 def test_unknown_config_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"no config named 'imagnet' \(did you mean "
-                                          r"'imagenet'\?\); known configs: .*sample"):
+                                          r"'imagenet'\?\); shipped configs: .*sample"):
         load_config("imagnet")
 
 

@@ -9,14 +9,11 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from pipeline.basis import load_basis, validate_basis
-from pipeline.csc import (
-    CSCOptions,
-    learn_dictionary,
-    reconstruct,
-    reconstruct_image,
-    split_low_high,
-)
+from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.datasets import read_image
+from pipeline.dictionary import learn_dictionary
+from pipeline.solvers import reconstruct, reconstruct_image
+from pipeline.sporco_solver import split_low_high
 
 
 def test_split_sums_back_and_low_is_smooth():
@@ -106,7 +103,7 @@ def test_published_images_land_in_the_quasi_natural_space(reference_basis_path):
 def test_learned_dictionary_is_zero_mean_unit_norm_and_objective_falls():
     images = np.random.default_rng(5).random((4, 24, 24, 3), dtype=np.float32)
     ticks = []
-    basis, objective = learn_dictionary(images, n_filters=6, filter_size=5, max_iter=8,
+    basis, objective = learn_dictionary(images, CDLOptions(n_filters=6, filter_size=5, max_iter=8),
                                         on_iteration=lambda: ticks.append(1) or True)
     assert len(ticks) == 8  # a callback returning True must not stop learning early
     assert basis.shape == (5, 5, 3, 6) and basis.dtype == np.float32

@@ -8,15 +8,17 @@ import torch
 import zarr
 from PIL import Image
 
-from flows.evaluate import EPSILONS, EvaluateOptions, evaluate
+from evaluation.classifier import SmallCNN, to_tensor
+from evaluation.defense import CSCDefense
+from evaluation.flow import EPSILONS, EvaluateOptions, evaluate
+from evaluation.tasks import digits, scenes
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, open_bases
-from pipeline.classifier import SmallCNN, to_tensor
+from pipeline.config import EvaluateConfig
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset
-from pipeline.defense import CSCDefense, reconstruct_with_bases
 from pipeline.store import read_images
-from pipeline.tasks import digits, scenes
+from pipeline.stratified import reconstruct_by_cluster
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_csc_defense_equals_the_pipelines_reconstruction(client, patches, tmp_pa
     out = CSCDefense(bases)(to_tensor(images))
     assert out.shape == (10, 3, 32, 32) and out.dtype == torch.float32
     np.testing.assert_allclose(out.permute(0, 2, 3, 1).numpy(), read_images(group), atol=1e-4)
-    _, _, clusters = reconstruct_with_bases(images, bases)
+    _, _, clusters = reconstruct_by_cluster(images, bases)
     np.testing.assert_array_equal(clusters, group["cluster"][:])
     assert len(np.unique(clusters)) > 1  # the patches really use several dictionaries
 
@@ -64,8 +66,8 @@ def test_bpda_gradient_is_the_classifiers_gradient_at_the_reconstruction(patches
 def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it(patches):
     from art.attacks.evasion import FastGradientMethod
 
-    from pipeline.art_adapter import CSCPreprocessor
-    from pipeline.attacks import art_classifier
+    from evaluation.art_adapter import CSCPreprocessor
+    from evaluation.attacks import art_classifier
 
     images, labels = patches
     torch.manual_seed(0)
@@ -100,12 +102,13 @@ def workers():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["scenes", "digits"])
 def test_small_seeded_run_of_each_task(workers, name, tmp_path):
-    from pipeline.evaluate import table_layout, write_outputs
+    from evaluation.outputs import table_layout, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
     # Smaller than the command's defaults: 500 images to retrain on, BPDA on 20 images.
-    options = EvaluateOptions(epsilons=EPSILONS[name], pgd_steps=10, bpda_steps=3, epochs=10,
-                              retrain_images=500, bpda_images=20)
+    settings = EvaluateConfig(pgd_steps=10, bpda_steps=3, epochs=10, retrain_images=500,
+                              bpda_images=20)
+    options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name])
     bases = {"CSC one basis": open_bases(DEFAULT_BASIS),
              "CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
@@ -140,7 +143,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
 
 @pytest.mark.slow
 def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
-    from pipeline.classifier import train_classifier
+    from evaluation.classifier import train_classifier
     from pipeline.datasets import sample
     from pipeline.evaluate import main
 
@@ -177,7 +180,7 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
 
 
 def test_classifier_files_load_as_exported_or_torchscript(tmp_path):
-    from pipeline.classifier import load_classifier
+    from evaluation.classifier import load_classifier
 
     torch.manual_seed(0)
     model = SmallCNN().eval()

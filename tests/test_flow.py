@@ -65,7 +65,7 @@ def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad
     options = CSCOptions(max_iter=5)
     summary = run(client, dataset, reference_basis_path, store, options=options)
     assert summary.done == 3 and list(summary.failed) == ["broken.png"]
-    assert "broken.png: cannot read image" in summary.failed["broken.png"]
+    assert summary.failed["broken.png"].startswith("cannot read image")  # the name once, as key
     group = zarr.open_group(store, mode="r")
     assert group["done"][:].tolist() == [True, True, False, True]
     assert list(group.attrs["failed"]) == ["broken.png"]

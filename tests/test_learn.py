@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from conftest import REFERENCE, normalised, psnr
 
-from flows.learn import CDLOptions, ClusterTooSmallError, learn_bases
+from flows.learn import ClusterTooSmallError, learn_bases
 from pipeline.basis import (
     DEFAULT_BASIS_SET,
     BasisError,
@@ -20,12 +21,15 @@ from pipeline.basis import (
     validate_basis,
 )
 from pipeline.clustering import assign, fit_clusters
-from pipeline.csc import reconstruct_image
+from pipeline.config import LearnConfig
+from pipeline.csc import CDLOptions
 from pipeline.dae import DAEOptions, encode, load_model, load_weights, save_weights, train_dae
 from pipeline.datasets import Dataset, read_image, sample
+from pipeline.solvers import reconstruct_image
 
-SMALL_CDL = CDLOptions(n_filters=8, filter_size=6, max_iter=4, images_per_cluster=12)
 SMALL_DAE = DAEOptions(max_epochs=2)
+SMALL = LearnConfig(clusters=3, images_per_cluster=12, dae=SMALL_DAE,
+                    dictionary=CDLOptions(n_filters=8, filter_size=6, max_iter=4))
 
 
 @pytest.fixture(scope="module")
@@ -75,38 +79,41 @@ def test_clusters_separate_blobs_and_assignment_is_arrays_only():
 
 
 def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos, tmp_path):
-    first = learn_bases(client, photos, n_clusters=3, cdl=SMALL_CDL, dae=SMALL_DAE,
-                        progress=False)
-    again = learn_bases(client, photos, n_clusters=3, cdl=SMALL_CDL, dae=SMALL_DAE,
-                        progress=False)
-    assert len(first.bases) == 3
-    for basis in first.bases:
+    first = learn_bases(client, photos, SMALL, progress=False)
+    again = learn_bases(client, photos, SMALL, progress=False)
+    bases, labels = first.dictionaries.bases, first.strata.labels
+    assert len(bases) == 3
+    for basis in bases:
         assert basis.shape == (6, 6, 3, 8)
         validate_basis(basis)  # zero-mean per channel, unit norm
-    np.testing.assert_array_equal(first.labels, again.labels)
-    for a, b in zip(first.bases, again.bases, strict=True):
+    np.testing.assert_array_equal(labels, again.strata.labels)
+    for a, b in zip(bases, again.dictionaries.bases, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert len(set(first.cdl_task_workers)) == 2  # the clusters were learned on both workers
-    assert all(len(o) == 4 and o[-1] < o[0] for o in first.objectives)
+    # the clusters were learned on both workers
+    assert len(set(first.dictionaries.workers)) == 2
+    assert all(len(o) == 4 and o[-1] < o[0] for o in first.dictionaries.objectives)
 
     manifest = {"settings": {"lmbda": 0.2}, "command": "test"}
-    save_basis_set(tmp_path / "set", first.bases, clusters=first.clusters,
-                   dae_weights=first.dae_weights, manifest=manifest)
+    save_basis_set(tmp_path / "set", bases, clusters=first.strata.clusters,
+                   dae_weights=first.strata.dae_weights, manifest=manifest)
     loaded = load_basis_set(tmp_path / "set")
     assert loaded.stratified and len(loaded.bases) == 3
     written = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert written["bases"][0] == "cluster_00/8_p6_lm0.2.npy"
     for name in written["bases"]:
         np.testing.assert_array_equal(load_basis(tmp_path / "set" / name),
-                                      first.bases[int(name[8:10])])
+                                      bases[int(name[8:10])])
     latents = encode(load_model(loaded.dae_weights), first.images)
-    np.testing.assert_array_equal(assign(latents, loaded.clusters), first.labels)
+    np.testing.assert_array_equal(assign(latents, loaded.clusters), labels)
 
 
 def test_too_small_cluster_is_a_clear_error(client, photos):
     with pytest.raises(ClusterTooSmallError, match=r"cluster \d+ has \d+ images; dictionary "
                                                    r"learning needs at least 8 .* use fewer"):
-        learn_bases(client, photos, n_clusters=12, cdl=SMALL_CDL, dae=SMALL_DAE, progress=False)
+        learn_bases(client, photos, replace(SMALL, clusters=12), progress=False)
+    with pytest.raises(ClusterTooSmallError, match="15 clusters of at least 8 images each need "
+                                                   "120 images, and there are 117"):
+        learn_bases(client, photos, replace(SMALL, clusters=15), progress=False)
 
 
 @pytest.fixture

@@ -11,6 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import UserError
+
+
+class ClassifierError(UserError, ValueError):
+    """A user's classifier cannot be loaded: the message names it and says why."""
+
 
 class SmallCNN(nn.Sequential):
     """Three conv-ReLU-pool blocks (32, 64, 128 channels) and two linear layers."""
@@ -77,7 +83,7 @@ def load_classifier(spec: str) -> nn.Module:
 
     Raises
     ------
-    ValueError
+    ClassifierError
         Naming ``spec`` when it is neither a readable file nor an importable
         function that returns a module.
     """
@@ -88,21 +94,21 @@ def load_classifier(spec: str) -> nn.Module:
         try:
             return torch.export.load(spec).module()
         except Exception as err:  # torch raises many types for a bad archive
-            raise ValueError(f"{spec}: not an exported classifier ({err})") from None
+            raise ClassifierError(f"{spec}: not an exported classifier ({err})") from None
     if Path(spec).is_file():
         try:
             model = torch.jit.load(spec, map_location="cpu")
         except Exception as err:  # torch raises RuntimeError and others for a bad archive
-            raise ValueError(f"{spec}: not a TorchScript classifier ({err})") from None
+            raise ClassifierError(f"{spec}: not a TorchScript classifier ({err})") from None
     elif ":" in spec:
         module_name, _, function = spec.partition(":")
         try:
             model = getattr(importlib.import_module(module_name), function)()
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"{spec}: cannot build the classifier ({err})") from None
+            raise ClassifierError(f"{spec}: cannot build the classifier ({err})") from None
         if not isinstance(model, nn.Module):
-            raise ValueError(f"{spec}: returned {type(model).__name__}, not a torch.nn.Module")
+            raise ClassifierError(f"{spec}: returned {type(model).__name__}, not a torch.nn.Module")
     else:
-        raise ValueError(f"{spec}: no such file; give a TorchScript file or "
+        raise ClassifierError(f"{spec}: no such file; give a TorchScript file or "
                          "package.module:function")
     return model.eval()

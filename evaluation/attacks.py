@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.classifier import to_tensor
+from evaluation.classifier import to_tensor
 
 ATTACKS = ("fgsm", "pgd", "deepfool")
 

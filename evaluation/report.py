@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.csc import CSCOptions, split_low_high
+from pipeline.csc import CSCOptions
+from pipeline.sporco_solver import split_low_high
 
 
 def accuracy_cell(correct: np.ndarray) -> dict:
@@ -57,7 +58,7 @@ def lowpass_energy_share(clean: np.ndarray, adversarial: np.ndarray,
     """Share of each perturbation's energy in the low-pass band that CSC passes through.
 
     The perturbation ``adversarial - clean`` is split by the same Tikhonov
-    filter as the images (:func:`pipeline.csc.split_low_high`); returns
+    filter as the images (:func:`pipeline.sporco_solver.split_low_high`); returns
     ``||low||^2 / ||perturbation||^2`` per image, (N,) in [0, 1]-ish (NaN
     where the perturbation is zero).
     """

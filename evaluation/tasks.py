@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.transform import resize
 
-from pipeline.datasets import bundled_photographs, to_float_rgb
+from pipeline.datasets import DatasetError, bundled_photographs, to_float_rgb
 
 TASKS = ("scenes", "digits")
 
@@ -89,11 +89,17 @@ def digits(*, test_size: int = 200, size: int = 32, train_size: int | None = Non
                 data.target[test].astype(np.int64))
 
 
-def load_task(name: str, **kwargs) -> Task:
-    """:func:`scenes` or :func:`digits` by name."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
-    return {"scenes": scenes, "digits": digits}[name](**kwargs)
+def load_task(name: str, *, test_images: int = 200, train_images: int = 2000,
+              seed: int = 0) -> Task:
+    """:func:`scenes` or :func:`digits` by name, with about ``test_images`` and
+    ``train_images`` images (scenes: a tenth of each per class; digits has at most
+    1,597 training images)."""
+    if name == "scenes":
+        return scenes(train_per_class=max(1, train_images // 10),
+                      test_per_class=max(1, test_images // 10), seed=seed)
+    if name == "digits":
+        return digits(test_size=test_images, train_size=train_images, seed=seed)
+    raise ValueError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
 
 
 def from_dataset(dataset, *, test_images: int = 200, seed: int = 0) -> Task:
@@ -106,7 +112,7 @@ def from_dataset(dataset, *, test_images: int = 200, seed: int = 0) -> Task:
     from pipeline.datasets import load_item
 
     if dataset.labels is None or np.all(dataset.labels < 0):
-        raise ValueError(f"{dataset.name}: the evaluation needs class labels, and this data "
+        raise DatasetError(f"{dataset.name}: the evaluation needs class labels, and this data "
                          "set has none (an image folder needs one sub-folder per class)")
     labelled = np.flatnonzero(dataset.labels >= 0)
     chosen = np.sort(np.random.default_rng(seed).choice(

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
+from evaluation.defense import CSCDefense
 from pipeline.basis import BasisSet
 from pipeline.csc import CSCOptions
-from pipeline.defense import CSCDefense
 
 
 class CSCPreprocessor(PreprocessorPyTorch):
@@ -25,7 +25,7 @@ class CSCPreprocessor(PreprocessorPyTorch):
     Parameters
     ----------
     bases : BasisSet, str or Path
-        As :class:`pipeline.defense.CSCDefense`.
+        As :class:`evaluation.defense.CSCDefense`.
     options : CSCOptions
         Solver settings.
     apply_fit, apply_predict : bool

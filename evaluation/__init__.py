@@ -1,0 +1,9 @@
+"""The defense measured: attacks, baselines, classifiers, the accuracy table.
+
+This package imports the product (``pipeline``'s stages and the reconstruct
+flow); the product never imports it.  Its command is ``python -m
+pipeline.evaluate``; :mod:`evaluation.flow` runs a whole evaluation, and
+:class:`evaluation.defense.CSCDefense` and
+:class:`evaluation.art_adapter.CSCPreprocessor` put the defense in front of a
+PyTorch or ART classifier.
+"""

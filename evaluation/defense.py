@@ -1,0 +1,89 @@
+"""The defense as a PyTorch module: images -> cluster -> CSC reconstruction, BPDA backward.
+
+:class:`CSCDefense` runs the pipeline's own stage,
+:func:`pipeline.stratified.reconstruct_by_cluster` (each image with the
+dictionary of its KMeans cluster), so a model ``nn.Sequential(defense,
+classifier)`` sees what a classifier sees after ``pipeline.reconstruct``.  The
+reconstruction is an ADMM solve, not differentiable in any useful sense, so
+the module passes gradients straight through it (backward pass
+differentiable approximation, BPDA [1]_): the gradient an adaptive attacker
+needs.
+
+References
+----------
+.. [1] A. Athalye, N. Carlini and D. Wagner, "Obfuscated Gradients Give a
+   False Sense of Security", ICML 2018, arXiv:1802.00420.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.basis import BasisSet, open_bases
+from pipeline.csc import CSCOptions
+from pipeline.stratified import reconstruct_by_cluster
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the reconstruction computed outside autograd; backward: identity."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        return reconstruction
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class CSCDefense(torch.nn.Module):
+    """CSC reconstruction as a PyTorch module, with an identity backward pass (BPDA).
+
+    ``CSCDefense(bases)(x)`` equals the pipeline's reconstruction of the
+    same images with the same bases and settings (the same function,
+    :func:`pipeline.stratified.reconstruct_by_cluster`).
+
+    Parameters
+    ----------
+    bases : BasisSet, str or Path
+        A basis set (or single basis) object, or a path that
+        :func:`pipeline.basis.open_bases` reads (a set folder or a ``.npy``).
+    options : CSCOptions
+        Solver settings; the pipeline's defaults by default.
+    bpda : bool
+        True: the backward pass is the identity, the gradient an adaptive
+        (BPDA) attacker uses.  False: no gradient flows to the input.
+    batch_size, device
+        Of the solver (:func:`pipeline.solvers.reconstruct`).
+
+    Notes
+    -----
+    Input and output are (B, 3, H, W) float tensors in [0, 1], PyTorch's
+    layout; the solve runs without autograd on the solver's device and the
+    result is returned on the input's device and dtype.
+    """
+
+    def __init__(self, bases: BasisSet | str | Path, options: CSCOptions = CSCOptions(), *,
+                 bpda: bool = True, batch_size: int | None = None, device: str = "auto"):
+        super().__init__()
+        self.bases = bases if isinstance(bases, BasisSet) else open_bases(bases)
+        self.options, self.bpda = options, bpda
+        self.batch_size, self.device = batch_size, device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(x.shape)}")
+        images = x.detach().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        recs, _, _ = reconstruct_by_cluster(images, self.bases, options=self.options,
+                                            batch_size=self.batch_size, device=self.device)
+        out = torch.from_numpy(recs).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
+        if self.bpda and x.requires_grad:
+            return _StraightThrough.apply(x, out)
+        return out
+
+    def extra_repr(self) -> str:
+        kind = f"{len(self.bases.bases)} clusters" if self.bases.stratified else "one basis"
+        return f"{kind}, lmbda={self.options.lmbda}, bpda={self.bpda}"
