@@ -146,13 +146,13 @@ def run_command(args: argparse.Namespace, prepare: Callable[[], Job | None]) -> 
 
 
 def _run_on_runtime(job: Job, args: argparse.Namespace) -> int:
-    client = connect(args.scheduler, n_workers=args.workers,
-                     dashboard_address=args.dashboard_address)
-    try:
-        with stop_after_work_in_hand(job.stopping) as stop_requested:
+    with stop_after_work_in_hand(job.stopping) as stop_requested:
+        client = connect(args.scheduler, n_workers=args.workers,
+                         dashboard_address=args.dashboard_address)
+        try:
             return job.run(client, stop_requested)
-    finally:
-        disconnect(client)
+        finally:
+            disconnect(client)
 
 
 @contextlib.contextmanager

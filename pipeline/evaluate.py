@@ -152,11 +152,11 @@ def task_and_models(config: Config):
         raise ConfigError(f"{config.name}: evaluating your own data needs your classifier: "
                           "--classifier model.pt2 (torch.export), model.pt (TorchScript) or "
                           "package.module:function")
-    task = from_dataset(open_dataset(config.dataset, config.name),
-                        test_images=settings.test_images, seed=settings.seed)
     models = {"model": load_classifier(settings.classifier)}
     if settings.transfer_classifier:
         models["transfer"] = load_classifier(settings.transfer_classifier)
+    task = from_dataset(open_dataset(config.dataset, config.name),
+                        test_images=settings.test_images, seed=settings.seed)
     return task, models
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: the published reference data, small bases, a Dask client."""
+"""Shared fixtures: small bases, a folder of photographs, a Dask client, the published data.
+
+Every test runs on a fresh clone with only the project's own files (the
+shipped basis sets, the embedded sample).  The tests of the original
+project's published numbers read its data from ``../shared/reference``
+beside the clone (``reference_basis_path``, ``REFERENCE``) and skip where it
+is absent.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,21 @@ import pytest
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 BASIS_64 = REFERENCE / "basis" / "basis_64" / "64_p8_lm0.2.npy"
+
+
+def write_photos(root: Path) -> Path:
+    """An ImageNet-style folder of 12 real photograph crops (64x64 tiles of the embedded
+    sample, as JPEG) in two classes, ``cups`` and ``cats``; returns ``root``."""
+    from PIL import Image
+
+    from pipeline.datasets import sample
+
+    dataset = sample()
+    for i, index in enumerate(range(0, 348, 29)):
+        folder = root / ("cats" if i % 2 else "cups")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dataset.items[index]).save(folder / f"photo_{i:02d}.jpg", quality=95)
+    return root
 
 
 def normalised(filters: np.ndarray) -> np.ndarray:

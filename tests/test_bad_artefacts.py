@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import normalised
-from PIL import Image
+from conftest import normalised, write_photos
 
+from pipeline.basis import DEFAULT_BASIS_SET as SHIPPED_SET
 from pipeline.basis import file_sha256
 from pipeline.reconstruct import main
 
 pytestmark = pytest.mark.slow
-
-SHIPPED_SET = Path(__file__).resolve().parents[1] / "basis" / "sample-k10"
 
 
 class TouchesAFile:
@@ -40,14 +38,9 @@ class TouchesAFile:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """Four photos, a config, a finished store, and a copy of the shipped basis set."""
-    from pipeline.datasets import sample
-
+    """Twelve photos, a config and a finished store."""
     root = tmp_path_factory.mktemp("artefacts")
-    dataset = sample()
-    (root / "photos").mkdir()
-    for i in range(4):
-        Image.fromarray(dataset.items[40 * i]).save(root / "photos" / f"p{i}.png")
+    write_photos(root / "photos")
     (root / "photos.yaml").write_text(
         f"dataset:\n  source: folder\n  path: {root / 'photos'}\n  image_size: 32\n"
         f"basis: {SHIPPED_SET}\ncsc:\n  max_iter: 3\nstore:\n  path: {root / 'photos.zarr'}\n")

@@ -19,9 +19,10 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from conftest import BASIS_64
+from conftest import write_photos
 from dask_processes import DaskProcesses
-from PIL import Image
+
+from pipeline.basis import DEFAULT_BASIS
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +34,11 @@ SLOW_SOLVES = ["--set", "csc.max_iter=800", "--set", "csc.rel_stop_tol=1.0e-9"]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """12 real photograph crops in two classes, a config for them, and an uninterrupted run."""
-    from pipeline.datasets import sample
-
-    if not BASIS_64.is_file():
-        pytest.skip(f"reference basis not found at {BASIS_64}")
     root = tmp_path_factory.mktemp("faults")
-    dataset = sample()
-    for i, index in enumerate(range(0, 348, 29)):
-        classes = root / "photos" / ("cats" if i % 2 else "cups")
-        classes.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(dataset.items[index]).save(classes / f"photo_{i:02d}.jpg", quality=95)
+    write_photos(root / "photos")
     (root / "photos.yaml").write_text(
         f"dataset:\n  source: folder\n  path: {root / 'photos'}\n  image_size: 32\n"
-        f"basis: {BASIS_64}\ncompute:\n  images_per_task: 1\n"
+        f"basis: {DEFAULT_BASIS}\ncompute:\n  images_per_task: 1\n"
         f"store:\n  path: {root / 'photos.zarr'}\n")
     with DaskProcesses(workers=2) as dask:
         full = reconstruct(root, "full.zarr", dask.address)

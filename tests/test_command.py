@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from PIL import Image
+from conftest import write_photos
 
+from pipeline.basis import DEFAULT_BASIS
 from pipeline.reconstruct import main
 
 pytestmark = pytest.mark.slow
@@ -37,16 +38,7 @@ def write_config(folder: Path, images: Path, basis: Path, **csc) -> Path:
 
 @pytest.fixture
 def photos(tmp_path):
-    """An ImageNet-style folder of 12 real photograph crops (from the sample) in two classes."""
-    from pipeline.datasets import sample
-
-    dataset = sample()
-    root = tmp_path / "photos"
-    for i, index in enumerate(range(0, 348, 29)):
-        folder = root / ("cats" if i % 2 else "cups")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(dataset.items[index]).save(folder / f"photo_{i:02d}.jpg", quality=95)
-    return root
+    return write_photos(tmp_path / "photos")
 
 
 def command(*args: str, cwd: Path) -> subprocess.Popen:
@@ -56,8 +48,8 @@ def command(*args: str, cwd: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_command_end_to_end_and_second_run_does_nothing(photos, reference_basis_path, tmp_path):
-    config = write_config(tmp_path, photos, reference_basis_path)
+def test_command_end_to_end_and_second_run_does_nothing(photos, tmp_path):
+    config = write_config(tmp_path, photos, DEFAULT_BASIS)
     process = command(str(config), "--export", str(tmp_path / "png"), cwd=tmp_path)
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
@@ -81,8 +73,8 @@ def test_command_end_to_end_and_second_run_does_nothing(photos, reference_basis_
 SLOW_SOLVES = {"max_iter": 400, "rel_stop_tol": "1.0e-9"}
 
 
-def test_killed_run_resumes_to_the_same_array(photos, reference_basis_path, tmp_path):
-    config = write_config(tmp_path, photos, reference_basis_path, **SLOW_SOLVES)
+def test_killed_run_resumes_to_the_same_array(photos, tmp_path):
+    config = write_config(tmp_path, photos, DEFAULT_BASIS, **SLOW_SOLVES)
     full = command(str(config), "--out", str(tmp_path / "full.zarr"), cwd=tmp_path)
     assert full.wait(timeout=300) == 0
 
@@ -106,10 +98,10 @@ def test_killed_run_resumes_to_the_same_array(photos, reference_basis_path, tmp_
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], expected)
 
 
-def test_runs_on_an_existing_scheduler(photos, reference_basis_path, tmp_path, capsys):
+def test_runs_on_an_existing_scheduler(photos, tmp_path, capsys):
     from distributed import LocalCluster
 
-    config = write_config(tmp_path, photos, reference_basis_path, max_iter=3)
+    config = write_config(tmp_path, photos, DEFAULT_BASIS, max_iter=3)
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster:
         assert main([str(config), "--scheduler", cluster.scheduler_address]) == 0
@@ -119,9 +111,9 @@ def test_runs_on_an_existing_scheduler(photos, reference_basis_path, tmp_path, c
     assert zarr.open_group(tmp_path / "photos.zarr", mode="r")["done"][:].all()
 
 
-def test_a_failing_run_says_so_and_how_to_resume(photos, reference_basis_path, tmp_path,
+def test_a_failing_run_says_so_and_how_to_resume(photos, tmp_path,
                                                   capsys):
-    config = write_config(tmp_path, photos, reference_basis_path)
+    config = write_config(tmp_path, photos, DEFAULT_BASIS)
     # 4x4 images cannot be coded with 8x8 filters: every task fails on the workers
     assert main([str(config), "--set", "dataset.image_size=4", "--workers", "2",
                  "--dashboard-address", "127.0.0.1:0"]) == 1
@@ -155,8 +147,8 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
     assert group.attrs["settings"]["basis"]["set"] == "set3"
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, reference_basis_path, tmp_path):
-    config = write_config(tmp_path, photos, reference_basis_path, **SLOW_SOLVES)
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, tmp_path):
+    config = write_config(tmp_path, photos, DEFAULT_BASIS, **SLOW_SOLVES)
     store = tmp_path / "photos.zarr"
     run = command(str(config), cwd=tmp_path)
     deadline = time.monotonic() + 120

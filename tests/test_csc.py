@@ -8,7 +8,7 @@ from conftest import REFERENCE, psnr
 from sporco import signal
 from sporco.admm import cbpdn
 
-from pipeline.basis import load_basis, validate_basis
+from pipeline.basis import DEFAULT_BASIS, load_basis, validate_basis
 from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.datasets import read_image
 from pipeline.dictionary import learn_dictionary
@@ -111,11 +111,11 @@ def test_learned_dictionary_is_zero_mean_unit_norm_and_objective_falls():
     assert objective.shape == (8,) and objective[-1] < objective[0]
 
 
-def test_woodbury_solver_matches_sporcos_own_solve(reference_basis_path):
+def test_woodbury_solver_matches_sporcos_own_solve():
     """The exact X-step gives sporco's iterations and pixels, to float32 rounding."""
     from pipeline.datasets import sample
 
-    basis = load_basis(reference_basis_path)
+    basis = load_basis(DEFAULT_BASIS)
     dataset = sample()
     for index in (0, 100, 200, 300):
         image = dataset.load(index)

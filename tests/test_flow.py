@@ -11,7 +11,7 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from flows.reconstruct import StrictModeError, reconstruct_dataset
-from pipeline.basis import open_bases
+from pipeline.basis import DEFAULT_BASIS, open_bases
 from pipeline.csc import CSCOptions
 from pipeline.datasets import image_folder, sample
 from pipeline.store import read_images
@@ -22,18 +22,17 @@ def run(client, dataset, basis_path, store, **kwargs):
                                store_path=store, progress=False, **kwargs)
 
 
-def test_stored_reconstructions_match_direct_sporco_solves(client, reference_basis_path,
-                                                           tmp_path):
+def test_stored_reconstructions_match_direct_sporco_solves(client, tmp_path):
     """Fidelity: >= 40 dB against ConvBPDN called directly, uint8 storage included."""
     full = sample()
     dataset = type(full)("sample8", full.names[::44][:8], full.items[::44][:8],
                          full.labels[::44][:8], image_size=64, fit="none")
-    summary = run(client, dataset, reference_basis_path, tmp_path / "s.zarr",
+    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "s.zarr",
                   options=CSCOptions())
     assert summary.done == summary.done_now == 8 and not summary.failed
 
     group = zarr.open_group(tmp_path / "s.zarr", mode="r")
-    basis = np.load(reference_basis_path)
+    basis = np.load(DEFAULT_BASIS)
     opt = cbpdn.ConvBPDN.Options({"Verbose": False, "MaxMainIter": 200, "RelStopTol": 5e-3,
                                   "AuxVarObj": False})
     for i in range(8):
@@ -59,33 +58,32 @@ def folder_with_a_bad_image(tmp_path):
 
 
 def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad_image,
-                                                       reference_basis_path, tmp_path):
+                                                       tmp_path):
     dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
     store = tmp_path / "out.zarr"
     options = CSCOptions(max_iter=5)
-    summary = run(client, dataset, reference_basis_path, store, options=options)
+    summary = run(client, dataset, DEFAULT_BASIS, store, options=options)
     assert summary.done == 3 and list(summary.failed) == ["broken.png"]
     assert summary.failed["broken.png"].startswith("cannot read image")  # the name once, as key
     group = zarr.open_group(store, mode="r")
     assert group["done"][:].tolist() == [True, True, False, True]
     assert list(group.attrs["failed"]) == ["broken.png"]
 
-    again = run(client, dataset, reference_basis_path, store, options=options)
+    again = run(client, dataset, DEFAULT_BASIS, store, options=options)
     assert again.done_now == 0 and again.done_before == 3  # a second run redoes nothing
     assert list(again.failed) == ["broken.png"]  # the bad one is retried and fails again
 
 
 def test_strict_stops_at_the_first_bad_image(client, folder_with_a_bad_image,
-                                             reference_basis_path, tmp_path):
+                                             tmp_path):
     dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
     with pytest.raises(StrictModeError, match="broken.png: cannot read image"):
-        run(client, dataset, reference_basis_path, tmp_path / "out.zarr",
+        run(client, dataset, DEFAULT_BASIS, tmp_path / "out.zarr",
             options=CSCOptions(max_iter=5), strict=True)
 
 
 def test_batch_size_and_task_size_do_not_change_the_store(client, tmp_path):
     """compute settings change how work is cut, not the pixels (to uint8 rounding)."""
-    from pipeline.basis import DEFAULT_BASIS
     from pipeline.config import ComputeConfig
 
     full = sample()
