@@ -36,7 +36,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, *, n_classes: int = 10,
-                     seed: int = 0, epochs: int = 15, batch_size: int = 64,
+                     seed: int = 0, epochs: int = 10, batch_size: int = 64,
                      lr: float = 1e-3) -> SmallCNN:
     """Train a :class:`SmallCNN` with Adam and random horizontal flips; returns it in eval mode.
 

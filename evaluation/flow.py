@@ -149,8 +149,9 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
             result.correct["transfer control", column] = predict(transfer, images) == y
 
     for row, basis in bases.items():
-        scored = _score_csc_row(client, row, basis, model, task, result.sets, options,
-                                out=out, progress=progress, stop_requested=stop_requested)
+        scored = _score_csc_row(client, row, basis, model=model, task=task, sets=result.sets,
+                                options=options, out=out, progress=progress,
+                                stop_requested=stop_requested)
         result.reconstructions[row] = scored.reconstructions
         result.correct.update(scored.correct)
         result.predictions[row] = scored.predictions
@@ -179,8 +180,8 @@ def _attacked_sets(model: nn.Module, task: Task, options: EvaluateOptions,
     return sets
 
 
-def _score_csc_row(client: Client, row: str, basis: BasisSet, model: nn.Module, task: Task,
-                   sets: dict[str, np.ndarray], options: EvaluateOptions, *, out: Path,
+def _score_csc_row(client: Client, row: str, basis: BasisSet, *, model: nn.Module, task: Task,
+                   sets: dict[str, np.ndarray], options: EvaluateOptions, out: Path,
                    progress: bool, stop_requested: StopRequested) -> CSCRow:
     """Reconstruct everything with one basis; score the original classifier and one retrained
     on the reconstructions, and the adaptive BPDA attack through the defense."""

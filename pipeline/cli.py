@@ -1,9 +1,11 @@
 """What the three commands share: arguments, logging, and one way to run and to end.
 
 Each command (``pipeline.reconstruct``, ``pipeline.learn``,
-``pipeline.evaluate``) builds its parser with :func:`command_parser`, turns
-its arguments into a :class:`Job` and hands it to :func:`run_command`, which
-ends every run the same way:
+``pipeline.evaluate``) builds its parser with :func:`command_parser` and
+hands it, with the flags that are shortcuts for config keys and a function
+that turns the config into a :class:`Job`, to :func:`run_command`, which
+loads the config, answers ``--print-config``, runs the job on the runtime
+and ends every run the same way:
 
 ========  ===============================================================
 status    when
@@ -28,7 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -110,23 +114,25 @@ def load_command_config(args: argparse.Namespace, shortcuts: dict[str, str]) -> 
     return load_config(args.config, args.overrides, settings)
 
 
-def print_config(config: Config) -> None:
-    """The resolved config as YAML, ready to save and edit."""
-    print(yaml.safe_dump(config.as_dict(), sort_keys=False), end="")
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                shortcuts: dict[str, str],
+                prepare: Callable[[argparse.Namespace, Config], Job]) -> int:
+    """Parse, load the config, prepare the job, run it on the runtime; the exit status.
 
-
-def run_command(args: argparse.Namespace, prepare: Callable[[], Job | None]) -> int:
-    """Prepare the job, run it on the runtime, and end as the table above says.
-
-    ``prepare()`` loads the config and checks the inputs, before any worker
-    starts; it returns None when there is nothing to run (``--print-config``).
+    ``prepare(args, config)`` opens and checks the inputs before any worker
+    starts.  ``args.command_line`` is the command as typed, for records such
+    as a basis set's manifest.
     """
+    args = parser.parse_args(argv)
+    args.command_line = f"{parser.prog} {shlex.join(sys.argv[1:] if argv is None else argv)}"
     configure_logging(args.verbose - args.quiet)
     job = None
     try:
-        job = prepare()
-        if job is None:
+        config = load_command_config(args, shortcuts)
+        if args.print_config:
+            print(yaml.safe_dump(config.as_dict(), sort_keys=False), end="")
             return 0
+        job = prepare(args, config)
         return _run_on_runtime(job, args)
     except UserError as err:
         log.error("%s", err)

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 import time
 
 from pipeline.basis import open_bases, resolve_basis_path
-from pipeline.cli import Job, command_parser, load_command_config, print_config, run_command
+from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config, ConfigError
 from pipeline.datasets import open_dataset
 from pipeline.errors import UserError
@@ -91,17 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = "python -m pipeline.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
-    return run_command(args, lambda: prepare(args, command))
+    return run_command(build_parser(), argv, SHORTCUTS, prepare)
 
 
-def prepare(args: argparse.Namespace, command: str) -> Job | None:
-    """Load the config, the task or data set, the classifiers and the bases; no worker yet."""
-    config = load_command_config(args, SHORTCUTS)
-    if args.print_config:
-        print_config(config)
-        return None
+def prepare(args: argparse.Namespace, config: Config) -> Job:
+    """Load the task or data set, the classifiers and the bases; no worker yet."""
     try:
         import art  # noqa: F401, PLC0415
     except ImportError:
@@ -127,7 +120,8 @@ def prepare(args: argparse.Namespace, command: str) -> Job | None:
         result = evaluate(client, task, bases, out=out, options=options,
                           progress=args.quiet == 0, stop_requested=stop_requested, **models)
         write_outputs(task, result, options, out, seconds=time.perf_counter() - started,
-                      bases={row: str(path) for row, path in paths.items()}, command=command)
+                      bases={row: str(path) for row, path in paths.items()},
+                      command=args.command_line)
         log.info("wrote %s (%.0f s)", out / "results.md", time.perf_counter() - started)
         return 0
 

@@ -29,7 +29,7 @@ import numpy as np
 from flows.learn import LearnResult, learn_bases, manifest_settings, training_images
 from pipeline import __version__, plots
 from pipeline.basis import MANIFEST, save_basis_set
-from pipeline.cli import Job, command_parser, load_command_config, print_config, run_command
+from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config, ConfigError
 from pipeline.datasets import Dataset, open_dataset
 
@@ -73,17 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = "python -m pipeline.learn " + shlex.join(sys.argv[1:] if argv is None else argv)
-    return run_command(args, lambda: prepare(args, command))
+    return run_command(build_parser(), argv, SHORTCUTS, prepare)
 
 
-def prepare(args: argparse.Namespace, command: str) -> Job | None:
-    """Load the config, open the data set and check the output folder; no worker yet."""
-    config = load_command_config(args, SHORTCUTS)
-    if args.print_config:
-        print_config(config)
-        return None
+def prepare(args: argparse.Namespace, config: Config) -> Job:
+    """Open the data set and check the output folder; no worker yet."""
     out = config.basis_set_path
     if (out / MANIFEST).exists() and not args.overwrite:
         raise ConfigError(f"{out}: a basis set is already there; pass --overwrite to "
@@ -97,7 +91,8 @@ def prepare(args: argparse.Namespace, command: str) -> Job | None:
              settings.dictionary.lmbda)
     next_step = f"python -m pipeline.reconstruct {shlex.quote(args.config)} --basis-set {out}"
     return Job(
-        run=lambda client, stop_requested: run(client, config, dataset, out, command, next_step,
+        run=lambda client, stop_requested: run(client, config, dataset, out, args.command_line,
+                                               next_step,
                                                progress=args.quiet == 0,
                                                stop_requested=stop_requested),
         what="learning",

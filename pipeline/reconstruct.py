@@ -24,13 +24,7 @@ import zarr
 
 from flows.reconstruct import RunSummary, check_run_store, reconstruct_dataset
 from pipeline.basis import BasisSet, open_bases, resolve_basis_path
-from pipeline.cli import (
-    Job,
-    command_parser,
-    load_command_config,
-    print_config,
-    run_command,
-)
+from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config
 from pipeline.datasets import Dataset, DatasetError, open_dataset
 from pipeline.store import export_images
@@ -61,16 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(args, lambda: prepare(args))
+    return run_command(build_parser(), argv, SHORTCUTS, prepare)
 
 
-def prepare(args: argparse.Namespace) -> Job | None:
-    """Load the config and open the data set, the bases and the store; no worker yet."""
-    config = load_command_config(args, SHORTCUTS)
-    if args.print_config:
-        print_config(config)
-        return None
+def prepare(args: argparse.Namespace, config: Config) -> Job:
+    """Open the data set, the bases and the store; no worker yet."""
     try:
         dataset = open_dataset(config.dataset, config.name)
     except DatasetError as err:

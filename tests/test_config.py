@@ -2,16 +2,65 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["sample", "imagenet", "cifar10"])
+@pytest.mark.parametrize("name", ["sample", "imagenet", "cifar10", "scenes", "digits"])
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.name == name and config.csc.lmbda == 0.2 and config.csc.max_iter == 200
     assert str(config.store_path).endswith(f"{name}.zarr")
+    assert config.learn.clusters == 10 and config.learn.dictionary.max_iter == 100
+    assert config.evaluate.task == (name if name in ("scenes", "digits") else None)
+
+
+def test_learn_and_evaluate_sections_are_read_and_checked_like_the_rest(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("learn:\n  clusters: 4\n  dictionary:\n    max_iter: 7\n"
+                    "evaluate:\n  pgd_steps: 3\n")
+    config = load_config(str(path), ["learn.dae.max_epochs=2"], {"learn.out": "sets/x"})
+    assert config.learn.clusters == 4 and config.learn.dictionary.max_iter == 7
+    assert config.learn.dae.max_epochs == 2 and config.evaluate.pgd_steps == 3
+    assert str(config.basis_set_path) == "sets/x"
+    assert str(config.evaluate_path) == "outputs/evaluate/mine"
+    assert str(load_config("sample").basis_set_path) == "outputs/bases/sample-k10"
+    with pytest.raises(ConfigError, match=r"unknown key learn.dictionary.'n_filter' "
+                                          r"\(did you mean 'n_filters'\?\)"):
+        load_config("sample", ["learn.dictionary.n_filter=8"])
+    with pytest.raises(ConfigError, match="learn.clusters must be >= 1, got 0"):
+        load_config("sample", ["learn.clusters=0"])
+    with pytest.raises(ConfigError, match="learn.dictionary.lmbda must be > 0, got 0"):
+        load_config("sample", ["learn.dictionary.lmbda=0"])
+    with pytest.raises(ConfigError, match="evaluate.task must be one of 'scenes', 'digits' or "
+                                          "null, got 'cifar'"):
+        load_config("sample", ["evaluate.task=cifar"])
+    with pytest.raises(ConfigError, match="evaluate.bpda_images must be >= 1 or null, got 0"):
+        load_config("sample", ["evaluate.bpda_images=0"])
+
+
+def test_a_configs_folder_where_the_command_runs_is_used_only_when_named(tmp_path,
+                                                                         monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sample.yaml").write_text("dataset:\n  source: folder\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("sample").dataset.source == "sample"  # the shipped one
+    named = load_config("configs/sample.yaml")
+    assert named.dataset.source == "folder" and named.name == "sample"
+    with pytest.raises(ConfigError, match="nowhere/mine.yaml: config file not found"):
+        load_config("nowhere/mine.yaml")
+
+
+def test_basis_names_resolve_to_the_shipped_sets_from_anywhere(tmp_path, monkeypatch):
+    from pipeline.basis import DEFAULT_BASIS_SET, ONE_BASIS_SET, resolve_basis_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_basis_path("default") == DEFAULT_BASIS_SET
+    assert resolve_basis_path("sample-k1") == ONE_BASIS_SET and ONE_BASIS_SET.is_dir()
+    assert resolve_basis_path("bases/mine") == Path("bases/mine")
 
 
 def test_imagenet_config_reconstructs_at_224():

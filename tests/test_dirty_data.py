@@ -109,6 +109,9 @@ def test_dirty_folder_good_images_done_bad_ones_listed(dirty, tmp_path, capsys):
     assert "symbolic links" in failed["loop.jpg"]
     for name in bad:
         assert name in err  # the summary lists each with its reason
+        assert name not in failed[name]  # the reason does not repeat the file's name
+        lines = [line for line in err.splitlines() if name in line]
+        assert lines and all(line.count(name) == 1 for line in lines), lines
     images = group["images"][:]
     for i, name in enumerate(names):  # good images hold pixels; CMYK and 16-bit converted
         assert (images[i].std() > 0) == (name in good)
