@@ -1,30 +1,50 @@
 """The learn flow: images -> DAE -> latents -> PCA + KMeans -> one dictionary per cluster.
 
 Each stage is a plain function of ``pipeline``; this module only decides where
-each runs: images are read and encoded in chunks on the workers, the DAE
-trains as one task on a worker, PCA and KMeans run here on the (small)
-latents, and every cluster's dictionary is learned as its own task, so the
-clusters are learned in parallel on different workers.
+each runs, and nothing is ever gathered on the client, which holds the data
+set's item list, the cluster of each image and the learned arrays:
+
+1. the DAE trains as one task on a worker, reading its images a mini-batch
+   at a time (:class:`pipeline.datasets.Images`);
+2. the latents of every image are computed in chunks on the workers and
+   written to a Zarr array (``latents.zarr`` in the working folder);
+3. PCA and KMeans are fitted on those latents by one task on a worker;
+4. every cluster's dictionary is learned as its own task, by the online
+   learner reading mini-batches of its images (:mod:`pipeline.online_cdl`),
+   so clusters are learned in parallel on different workers; with
+   ``control``, one more task learns a single dictionary on all the images
+   with the budget of all the clusters together;
+5. held-out images, kept out of every stage above, are reconstructed on the
+   workers with their cluster's dictionary and with the control's: the
+   report's PSNR and code density per cluster.
+
+Workers report their progress (DAE epochs, learning steps) as Dask events,
+which drive one progress bar per stage here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
-from distributed import Client, Future, as_completed
+import zarr
+from distributed import Client, as_completed, get_worker
 from tqdm import tqdm
 
 from flows.waiting import StopRequested, each_completed, gather, never, result
-from pipeline.clustering import Clusters, fit_clusters
+from pipeline.clustering import Clusters, assign, fit_clusters
 from pipeline.config import LearnConfig
-from pipeline.csc import CDLOptions
-from pipeline.dae import DAEOptions, default_device, encode, load_model, train_dae
-from pipeline.datasets import Dataset, load_item
+from pipeline.csc import CDLOptions, CSCOptions
+from pipeline.dae import LATENT_SHAPE, DAEOptions, default_device, encode, load_model, train_dae
+from pipeline.datasets import Dataset, Images
 from pipeline.dictionary import learn_dictionary
 from pipeline.errors import UserError
+from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
+from pipeline.quality import coding_quality
 
 log = logging.getLogger(__name__)
 
@@ -37,42 +57,64 @@ class ClusterTooSmallError(UserError, ValueError):
 
 
 @dataclass(kw_only=True)
+class Split:
+    """Which images of the data set do what (indices into it, ascending).
+
+    ``training`` are clustered and learned from, ``dae`` (a subset of them)
+    train the DAE, and ``held_out`` are kept out of every stage to measure
+    the learned set.
+    """
+
+    training: np.ndarray
+    dae: np.ndarray
+    held_out: np.ndarray
+
+
+@dataclass(kw_only=True)
 class Stratification:
-    """How the training images were split into clusters (all in cluster 0 without a DAE).
+    """How the images were split into clusters (all in cluster 0 without a DAE).
 
     Attributes
     ----------
     labels : (N,) int64 ndarray
         Cluster of each training image.
+    held_out_labels : (H,) int64 ndarray
+        Cluster of each held-out image (assigned, not fitted).
     clusters : Clusters or None
         PCA and centroids; None for one cluster.
     dae_weights : dict of str to Tensor, or None
         The trained DAE; None for one cluster.
     dae_history : dict or None
         The DAE's ``train`` and ``validation`` loss per epoch.
-    latents : (N, 2048) float32 ndarray or None
-        The training images' latents.
+    latents : Path or None
+        The Zarr array of latents, (N + H, 2048) float32: training images
+        first, then the held-out ones.
     """
 
     labels: np.ndarray
+    held_out_labels: np.ndarray
     clusters: Clusters | None = None
     dae_weights: dict | None = None
     dae_history: dict | None = None
-    latents: np.ndarray | None = None
+    latents: Path | None = None
 
 
 @dataclass(kw_only=True)
 class Dictionaries:
-    """One learned dictionary per cluster, with how it was learned.
+    """One learned dictionary per cluster, and the control, with how they were learned.
 
     Attributes
     ----------
     bases : list of (P, P, 3, M) float32 ndarrays
         ``bases[c]`` is cluster ``c``'s dictionary.
-    objectives : list of (max_iter,) float64 ndarrays
-        The CBPDN objective per iteration, per cluster.
-    members : list of int64 ndarrays
-        Per cluster, the indices of the training images its dictionary saw.
+    objectives : list of float64 ndarrays
+        The objective of each learning step (online: of its mini-batch),
+        per cluster.
+    control : (P, P, 3, M) float32 ndarray or None
+        One dictionary learned on all the training images with the budget
+        of all the clusters together.
+    control_objective : float64 ndarray or None
+        Its objective per step.
     workers : list of str
         The worker that learned each task, in the order the tasks finished.
     task_seconds : list of float
@@ -81,23 +123,51 @@ class Dictionaries:
 
     bases: list[np.ndarray]
     objectives: list[np.ndarray]
-    members: list[np.ndarray]
+    control: np.ndarray | None
+    control_objective: np.ndarray | None
     workers: list[str]
     task_seconds: list[float]
 
 
 @dataclass(kw_only=True)
-class LearnResult:
-    """A learned basis set and everything its manifest and plots record.
+class HeldOut:
+    """The held-out images coded with their own cluster's dictionary and with the control's.
 
-    ``images`` (N, H, W, 3) and ``names`` (N,) are the training images;
-    ``seconds`` the time of each stage.
+    Each array is (H,): ``cluster``, then the PSNR of the reconstruction (dB)
+    and the code density (fraction of non-zero coefficients) with each.
     """
 
-    images: np.ndarray
-    names: list[str]
+    cluster: np.ndarray
+    psnr: np.ndarray
+    density: np.ndarray
+    control_psnr: np.ndarray | None
+    control_density: np.ndarray | None
+
+    def table(self, n_clusters: int) -> list[dict]:
+        """One row per cluster, then ``"all"``: images, mean PSNR and density with the
+        cluster's dictionary and (where learned) the control's, and the PSNR gain."""
+        rows = []
+        for c in [*range(n_clusters), "all"]:
+            mine = np.ones(len(self.cluster), bool) if c == "all" else self.cluster == c
+            row = {"cluster": c, "images": int(mine.sum()),
+                   "psnr": _mean(self.psnr, mine), "density": _mean(self.density, mine)}
+            if self.control_psnr is not None:
+                row.update(control_psnr=_mean(self.control_psnr, mine),
+                           control_density=_mean(self.control_density, mine))
+                row["gain_db"] = (row["psnr"] - row["control_psnr"]) if mine.any() else None
+            rows.append(row)
+        return rows
+
+
+@dataclass(kw_only=True)
+class LearnResult:
+    """A learned basis set and everything its manifest, report and plots record."""
+
+    names: list[str]  # the data set's names of the training images
+    split: Split
     strata: Stratification
     dictionaries: Dictionaries
+    held_out: HeldOut | None
     seconds: dict[str, float]
 
 
@@ -106,133 +176,258 @@ def learn_bases(
     dataset: Dataset,
     settings: LearnConfig = LearnConfig(),
     *,
-    chunk_size: int = 32,
+    workdir: Path,
+    csc: CSCOptions = CSCOptions(),
+    chunk_size: int = 256,
     progress: bool = True,
     stop_requested: StopRequested = never,
 ) -> LearnResult:
     """Learn one basis per cluster of ``dataset`` (one basis, no DAE, for one cluster).
 
-    At most ``settings.max_images`` images (a seeded random subset) are used;
-    ``stop_requested`` is asked while waiting for the workers
-    (:mod:`flows.waiting`).
+    ``workdir`` receives the latents (it must be reachable by the workers at
+    the same path); ``csc`` gives the held-out measurement's solver settings
+    (its lambda is the dictionary's).  ``stop_requested`` is asked while
+    waiting for the workers (:mod:`flows.waiting`).
     """
-    seconds = {}
+    seconds: dict[str, float] = {}
     started = time.perf_counter()
-    chosen = training_images(len(dataset), settings)
-    items = [dataset.items[i] for i in chosen]
-    chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    loaded = client.map(_load_chunk, chunks, size=dataset.side(), fit=dataset.fit, pure=False)
-    images = np.concatenate(gather(loaded, stop_requested))  # here too: clusters and plots
-    seconds["load"] = time.perf_counter() - started
-    log.info("loaded %d images (%.1f s)", len(images), seconds["load"])
+    split = split_images(len(dataset), settings)
+    side = dataset.side()
 
-    strata = Stratification(labels=np.zeros(len(images), np.int64))
+    def images(indices: np.ndarray) -> Images:
+        return Images([dataset.items[i] for i in indices], size=side, fit=dataset.fit)
+
+    run = _Run(client, f"learn-{uuid.uuid4().hex[:8]}", progress, stop_requested)
     if settings.clusters > 1:
-        strata = _stratify(client, loaded, settings, seconds, stop_requested)
+        strata = _stratify(run, images, split, settings, Path(workdir), chunk_size, seconds)
+    else:
+        strata = Stratification(labels=np.zeros(len(split.training), np.int64),
+                                held_out_labels=np.zeros(len(split.held_out), np.int64))
     _check_cluster_sizes(strata.labels, settings.clusters)
 
-    t = time.perf_counter()
-    dictionaries = _learn_dictionaries(client, images, strata.labels, settings, progress,
-                                       stop_requested)
-    seconds["dictionaries"] = time.perf_counter() - t
+    clock = time.perf_counter()
+    members = [split.training[strata.labels == c] for c in range(settings.clusters)]
+    dictionaries = _learn_dictionaries(run, images, members, split.training, settings)
+    seconds["dictionaries"] = time.perf_counter() - clock
+    held_out = None
+    if len(split.held_out):
+        clock = time.perf_counter()
+        held_out = _measure_held_out(run, images, split.held_out, strata.held_out_labels,
+                                     dictionaries, replace(csc, lmbda=settings.dictionary.lmbda))
+        seconds["held_out"] = time.perf_counter() - clock
     seconds["total"] = time.perf_counter() - started
-    return LearnResult(images=images, names=[dataset.names[i] for i in chosen], strata=strata,
-                       dictionaries=dictionaries, seconds=seconds)
+    return LearnResult(names=[dataset.names[i] for i in split.training], split=split,
+                       strata=strata, dictionaries=dictionaries, held_out=held_out,
+                       seconds=seconds)
 
 
-def training_images(count: int, settings: LearnConfig) -> np.ndarray:
-    """Indices of the images to learn from: all, or a seeded subset of ``max_images``.
+def split_images(count: int, settings: LearnConfig) -> Split:
+    """The seeded split of ``count`` images into training, DAE and held-out images.
 
-    Raises :class:`ClusterTooSmallError` when they are too few for the clusters.
+    Raises :class:`ClusterTooSmallError` when too few are left for the clusters.
     """
-    chosen = np.arange(count)
-    if settings.max_images and count > settings.max_images:
-        rng = np.random.default_rng(settings.seed)
-        chosen = np.sort(rng.choice(count, settings.max_images, replace=False))
-    if len(chosen) < settings.clusters * MIN_CLUSTER_IMAGES:
+    rng = np.random.default_rng(settings.seed)
+    chosen = rng.permutation(count)[:settings.max_images or count]
+    held = min(settings.held_out, len(chosen) // 10)
+    training, held_out = np.sort(chosen[held:]), np.sort(chosen[:held])
+    dae = np.sort(rng.permutation(training)[:settings.dae_images])
+    if len(training) < settings.clusters * MIN_CLUSTER_IMAGES:
         raise ClusterTooSmallError(
             f"{settings.clusters} clusters of at least {MIN_CLUSTER_IMAGES} images each need "
-            f"{settings.clusters * MIN_CLUSTER_IMAGES} images, and there are {len(chosen)}: "
+            f"{settings.clusters * MIN_CLUSTER_IMAGES} images, and there are {len(training)}: "
             "use fewer clusters (--clusters) or more images")
-    return chosen
+    return Split(training=training, dae=dae, held_out=held_out)
 
 
 def manifest_settings(settings: LearnConfig) -> dict:
     """The learning settings as a basis set's manifest records them."""
-    return {**asdict(settings.dictionary), "images_per_cluster": settings.images_per_cluster,
-            "seed": settings.seed, "dae": {**asdict(settings.dae), "seed": settings.seed}}
+    return {**asdict(settings.dictionary), "clusters": settings.clusters,
+            "max_images": settings.max_images, "held_out": settings.held_out,
+            "dae_images": settings.dae_images, "control": settings.control,
+            "images_per_cluster": settings.images_per_cluster, "seed": settings.seed,
+            "dae": {**asdict(settings.dae), "seed": settings.seed}}
 
 
-def _load_chunk(items, size, fit) -> np.ndarray:
-    return np.stack([load_item(item, size=size, fit=fit) for item in items])
+@dataclass
+class _Run:
+    """What every stage of one run shares: the client, its event topic, the stop flag."""
+
+    client: Client
+    topic: str
+    progress: bool
+    stop_requested: StopRequested
+
+    def bar(self, total: int, desc: str, unit: str) -> tqdm:
+        return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress)
+
+    def follow(self, bar: tqdm, kind: str, every: float = 0.5):
+        """A poll function that moves ``bar`` to the count of workers' ``kind`` events
+        (asking the scheduler at most every ``every`` seconds)."""
+        asked = [0.0]
+
+        def poll() -> None:
+            if time.monotonic() - asked[0] >= every:
+                asked[0] = time.monotonic()
+                count = sum(1 for _, e in self.client.get_events(self.topic) if e == kind)
+                bar.update(count - bar.n)
+        return poll
 
 
-def _train_dae(images: np.ndarray, options: DAEOptions, seed: int):
-    """Train on the worker's GPU when it has one, else on its CPU."""
-    return train_dae(images, options, seed=seed, device=default_device())
+def _report(topic: str | None, kind: str) -> None:
+    """On a worker: one step of ``kind`` done (the client's progress bar counts them)."""
+    if topic:
+        get_worker().log_event(topic, kind)
 
 
-def _encode_chunk(images: np.ndarray, weights: dict) -> np.ndarray:
-    return encode(load_model(weights), images)
+def _train_dae(images: Images, options: DAEOptions, seed: int, topic: str):
+    """Train on the worker's GPU when it has one, else on its CPU; report each epoch."""
+    return train_dae(images, options, seed=seed, device=default_device(),
+                     on_epoch=lambda *_: _report(topic, "epoch"))
 
 
-def _learn_cluster(cluster: int, images: np.ndarray, options: CDLOptions, seed: int):
-    """One cluster's dictionary; also says which worker learned it, and in how long."""
-    import distributed
-
-    started = time.perf_counter()
-    basis, objective = learn_dictionary(images, options, seed=seed + cluster)
-    where = distributed.get_worker().address
-    return cluster, basis, objective, where, time.perf_counter() - started
+def _encode_chunk(images: Images, weights: dict, latents: str, start: int) -> int:
+    """Encode a chunk of images and write their latents at rows ``start:``; return the count."""
+    codes = encode(load_model(weights), images[np.arange(len(images))])
+    zarr.open_array(latents, mode="r+")[start:start + len(codes)] = codes
+    return len(codes)
 
 
-def _stratify(client: Client, loaded: list[Future], settings: LearnConfig,
-              seconds: dict[str, float], stop_requested: StopRequested) -> Stratification:
-    """Train the DAE on a worker, encode the chunks on the workers, cluster the latents here."""
-    t = time.perf_counter()
-    on_worker = client.submit(np.concatenate, loaded, pure=False)
-    training = client.submit(_train_dae, on_worker, settings.dae, settings.seed, pure=False)
-    weights, history = result(training, stop_requested)
-    seconds["dae"] = time.perf_counter() - t
-    log.info("DAE trained: %d epochs, validation BCE %.4f (%.1f s)", len(history["train"]),
-             min(history["validation"]), seconds["dae"])
-    t = time.perf_counter()
+def _fit_clusters(latents: str, training: int, n_clusters: int, seed: int):
+    """PCA + KMeans on the first ``training`` rows of the latents; assign the rest too."""
+    array = zarr.open_array(latents, mode="r")
+    clusters, labels = fit_clusters(array[:training], n_clusters, seed=seed)
+    held_out = assign(array[training:], clusters) if array.shape[0] > training else (
+        np.zeros(0, np.int64))
+    return clusters, labels, held_out
+
+
+def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: Path,
+              chunk_size: int, seconds: dict[str, float]) -> Stratification:
+    """DAE on a worker, latents on the workers into Zarr, PCA + KMeans on a worker."""
+    client, clock = run.client, time.perf_counter()
+    with run.bar(settings.dae.max_epochs, "DAE", "epoch") as bar:
+        training = client.submit(_train_dae, images(split.dae), settings.dae, settings.seed,
+                                 run.topic, pure=False)
+        weights, history = result(training, run.stop_requested, run.follow(bar, "epoch"))
+        bar.update(len(history["train"]) - bar.n)
+    seconds["dae"] = time.perf_counter() - clock
+    log.info("DAE trained on %d images: %d epochs, validation BCE %.4f (%.1f s)",
+             len(split.dae), len(history["train"]), min(history["validation"]), seconds["dae"])
+
+    clock = time.perf_counter()
+    everything = np.concatenate([split.training, split.held_out])
+    latents = workdir / "latents.zarr"
+    workdir.mkdir(parents=True, exist_ok=True)
+    zarr.create_array(latents, shape=(len(everything), int(np.prod(LATENT_SHAPE))),
+                      chunks=(chunk_size, int(np.prod(LATENT_SHAPE))), dtype="float32",
+                      overwrite=True)
     weights_future = client.scatter(weights, broadcast=True, hash=False)
-    parts = client.map(_encode_chunk, loaded, weights=weights_future, pure=False)
-    latents = np.concatenate(gather(parts, stop_requested))
-    clusters, labels = fit_clusters(latents, settings.clusters, seed=settings.seed)
-    seconds["cluster"] = time.perf_counter() - t
-    log.info("clusters of %s images (%.1f s)", np.bincount(labels, minlength=settings.clusters)
-             .tolist(), seconds["cluster"])
-    return Stratification(labels=labels, clusters=clusters, dae_weights=weights,
-                          dae_history=history, latents=latents)
+    starts = range(0, len(everything), chunk_size)
+    parts = [client.submit(_encode_chunk, images(everything[s:s + chunk_size]), weights_future,
+                           str(latents), s, pure=False) for s in starts]
+    with run.bar(len(everything), "latents", "img") as bar:
+        for future in each_completed(as_completed(parts), run.stop_requested):
+            bar.update(future.result())
+    fitting = client.submit(_fit_clusters, str(latents), len(split.training), settings.clusters,
+                            settings.seed, pure=False)
+    clusters, labels, held_out_labels = result(fitting, run.stop_requested)
+    seconds["cluster"] = time.perf_counter() - clock
+    log.info("clusters of %s images (%.1f s)",
+             np.bincount(labels, minlength=settings.clusters).tolist(), seconds["cluster"])
+    return Stratification(labels=labels, held_out_labels=held_out_labels, clusters=clusters,
+                          dae_weights=weights, dae_history=history, latents=latents)
 
 
-def _learn_dictionaries(client: Client, images: np.ndarray, labels: np.ndarray,
-                        settings: LearnConfig, progress: bool,
-                        stop_requested: StopRequested) -> Dictionaries:
-    """One task per cluster, on at most ``settings.images_per_cluster`` of its images."""
+def _learn_cluster(cluster: int, images: Images, options: CDLOptions, seed: int,
+                   topic: str | None = None):
+    """One dictionary (a cluster's, or the control's); also which worker learned it, and
+    in how long.  Online: a mini-batch at a time; batch: all the images at once."""
+    started = time.perf_counter()
+    if options.method == "online":
+        learner = OnlineLearner(initial_filters(options, seed), options, device=default_device())
+        objectives = []
+        for rows in minibatches(len(images), options.batch_size, options.max_iter, seed):
+            objectives.append(learner.step(images[rows]))
+            _report(topic, "step")
+        basis, objective = learner.basis, np.asarray(objectives)
+    else:
+        basis, objective = learn_dictionary(images[np.arange(len(images))], options, seed=seed,
+                                            on_iteration=lambda: _report(topic, "step"))
+    return cluster, basis, objective, get_worker().address, time.perf_counter() - started
+
+
+def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], training: np.ndarray,
+                        settings: LearnConfig) -> Dictionaries:
+    """One task per cluster (largest first) and, with ``control``, one on all the images."""
+    options, k = settings.dictionary, settings.clusters
     rng = np.random.default_rng(settings.seed)
-    tasks, members = [], []
-    for c in range(settings.clusters):
-        mine = np.flatnonzero(labels == c)
-        if len(mine) > settings.images_per_cluster:
+    jobs = {}  # task number -> (its images, its options): the clusters, then the control
+    for c, mine in enumerate(members):
+        if options.method == "batch" and len(mine) > settings.images_per_cluster:
             mine = np.sort(rng.choice(mine, settings.images_per_cluster, replace=False))
-        members.append(mine)
-        # Largest clusters first, so the last task to start is a short one.
-        tasks.append(client.submit(_learn_cluster, c, images[mine], settings.dictionary,
-                                   settings.seed, pure=False, priority=len(mine)))
-    bases, objectives = [None] * settings.clusters, [None] * settings.clusters
-    workers, task_seconds = [], []
-    with tqdm(total=settings.clusters, unit="cluster", desc="dictionaries",
-              disable=not progress) as bar:
-        for future in each_completed(as_completed(tasks), stop_requested):
-            c, bases[c], objectives[c], worker, spent = future.result()
+        jobs[c] = (mine, options)
+    if settings.control and k > 1:
+        everything = training
+        if options.method == "batch" and len(training) > k * settings.images_per_cluster:
+            everything = np.sort(rng.choice(training, k * settings.images_per_cluster,
+                                            replace=False))
+        budget = options.max_iter * (k if options.method == "online" else 1)
+        jobs[k] = (everything, replace(options, max_iter=budget))
+    tasks = [run.client.submit(_learn_cluster, c, images(mine), job_options, settings.seed + c,
+                               run.topic, pure=False, priority=len(mine) * job_options.max_iter)
+             for c, (mine, job_options) in jobs.items()]
+    learned, workers, task_seconds = {}, [], []
+    total = sum(job_options.max_iter for _, job_options in jobs.values())
+    with run.bar(total, "dictionaries", "step") as bar:
+        poll = run.follow(bar, "step")
+        for future in each_completed(as_completed(tasks), run.stop_requested, poll):
+            c, basis, objective, worker, spent = future.result()
+            learned[c] = (basis, objective)
             workers.append(worker)
             task_seconds.append(spent)
-            bar.update()
-    return Dictionaries(bases=bases, objectives=objectives, members=members, workers=workers,
+        bar.update(total - bar.n)
+    control = learned.get(k, (None, None))
+    return Dictionaries(bases=[learned[c][0] for c in range(k)],
+                        objectives=[learned[c][1] for c in range(k)], control=control[0],
+                        control_objective=control[1], workers=workers,
                         task_seconds=task_seconds)
+
+
+def _measure_chunk(images: Images, labels: np.ndarray, bases: list[np.ndarray],
+                   control: np.ndarray | None, options: CSCOptions):
+    """PSNR and density of each image coded with its cluster's dictionary and the control's."""
+    pixels = images[np.arange(len(images))]
+    psnr, density = np.zeros(len(pixels)), np.zeros(len(pixels))
+    for c in np.unique(labels):
+        rows = labels == c
+        psnr[rows], density[rows] = coding_quality(pixels[rows], bases[c], options,
+                                                   device=default_device())
+    if control is None:
+        return psnr, density, None, None
+    return (psnr, density, *coding_quality(pixels, control, options, device=default_device()))
+
+
+def _measure_held_out(run: _Run, images, held_out: np.ndarray, labels: np.ndarray,
+                      dictionaries: Dictionaries, options: CSCOptions) -> HeldOut:
+    """The held-out images reconstructed on the workers, in chunks that keep every worker
+    busy (8 images at most, each solved twice)."""
+    bases = run.client.scatter(dictionaries.bases, broadcast=True, hash=False)
+    threads = sum(run.client.nthreads().values())
+    size = max(1, min(8, -(-len(held_out) // (2 * threads))))
+    chunks = [np.arange(s, min(s + size, len(held_out))) for s in range(0, len(held_out), size)]
+    tasks = [run.client.submit(_measure_chunk, images(held_out[rows]), labels[rows], bases,
+                               dictionaries.control, options, pure=False) for rows in chunks]
+    with run.bar(len(held_out), "held-out", "img") as bar:
+        for future in each_completed(as_completed(tasks), run.stop_requested):
+            bar.update(len(future.result()[0]))
+    parts = gather(tasks, run.stop_requested)
+    joined = [np.concatenate(p) if p[0] is not None else None for p in zip(*parts, strict=True)]
+    return HeldOut(cluster=labels, psnr=joined[0], density=joined[1], control_psnr=joined[2],
+                   control_density=joined[3])
+
+
+def _mean(values: np.ndarray, rows: np.ndarray) -> float | None:
+    return float(np.mean(values[rows])) if rows.any() else None
 
 
 def _check_cluster_sizes(labels: np.ndarray, n_clusters: int) -> None:

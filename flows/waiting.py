@@ -32,13 +32,14 @@ def stop_point(stop_requested: StopRequested) -> None:
         raise KeyboardInterrupt
 
 
-def each_completed(running: as_completed, stop_requested: StopRequested = never
-                   ) -> Iterator[Future]:
+def each_completed(running: as_completed, stop_requested: StopRequested = never,
+                   on_poll: Callable[[], None] | None = None) -> Iterator[Future]:
     """Yield the futures of ``running`` as they finish, until none is left.
 
     ``running`` may grow while it is iterated (``running.add``).  When
     ``stop_requested()`` says True, the futures not yet yielded are
-    cancelled and :class:`KeyboardInterrupt` is raised.
+    cancelled and :class:`KeyboardInterrupt` is raised.  ``on_poll`` is
+    called while waiting (e.g. to move a progress bar).
     """
     while not running.is_empty():
         if stop_requested():
@@ -49,6 +50,8 @@ def each_completed(running: as_completed, stop_requested: StopRequested = never
         if running.has_ready():
             yield next(running)
         else:
+            if on_poll is not None:
+                on_poll()
             time.sleep(POLL_SECONDS)
 
 
@@ -61,7 +64,8 @@ def gather(futures: list[Future], stop_requested: StopRequested = never) -> list
     return futures[0].client.gather(futures) if futures else []
 
 
-def result(future: Future, stop_requested: StopRequested = never):
+def result(future: Future, stop_requested: StopRequested = never,
+           on_poll: Callable[[], None] | None = None):
     """``future.result()``, or :class:`KeyboardInterrupt` (the future cancelled) on a stop."""
-    for done in each_completed(as_completed([future]), stop_requested):
+    for done in each_completed(as_completed([future]), stop_requested, on_poll):
         return done.result()

@@ -118,7 +118,8 @@ def project_filters(filters: np.ndarray) -> np.ndarray:
     """(P, P, 3, M) filters made valid: zero-mean in each channel, unit L2 norm, float32."""
     basis = np.array(filters, dtype=np.float32)
     basis -= basis.mean(axis=(0, 1), keepdims=True)
-    basis /= np.linalg.norm(basis.reshape(-1, basis.shape[3]), axis=0)
+    norms = np.linalg.norm(basis.reshape(-1, basis.shape[3]), axis=0)
+    basis /= np.where(norms == 0, 1, norms)  # an all-zero filter stays zero, as in sporco
     return basis
 
 
@@ -186,12 +187,17 @@ def open_bases(path: str | Path) -> BasisSet:
 
 
 def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None,
-                   dae_weights: dict | None = None, manifest: dict) -> Path:
+                   dae_weights: dict | None = None, control: np.ndarray | None = None,
+                   manifest: dict) -> Path:
     """Write a basis set and its manifest (settings plus the SHA-256 of every file).
 
     Layout: ``cluster_<c>/<M>_p<P>_lm<lambda>.npy`` per cluster, and with
     more than one cluster ``pca_mean.npy``, ``pca_components.npy``,
-    ``centroids.npy`` and ``dae.pt`` (a state dict of tensors).
+    ``centroids.npy`` and ``dae.pt`` (a state dict of tensors).  A
+    ``control`` basis (one dictionary learned on all the images, which the
+    learn command measures the clusters against) goes to
+    ``control/<M>_p<P>_lm<lambda>.npy``, named in the manifest's ``control``;
+    it is checked like every file but never used to reconstruct.
     """
     from pipeline.dae import save_weights
 
@@ -212,8 +218,12 @@ def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None
             files[name] = file_sha256(folder / name)
         save_weights(folder / "dae.pt", dae_weights)
         files["dae.pt"] = file_sha256(folder / "dae.pt")
+    extra = {}
+    if control is not None:
+        extra["control"] = f"control/{basis_name(control.shape[3], control.shape[0], lmbda)}"
+        files[extra["control"]] = save_basis(folder / extra["control"], control)
     body = {**manifest, "version": __version__, "n_clusters": len(bases),
-            "bases": [n for n in files if n.startswith("cluster_")], "files": files}
+            "bases": [n for n in files if n.startswith("cluster_")], **extra, "files": files}
     (folder / MANIFEST).write_text(json.dumps(body, indent=2) + "\n")
     return folder / MANIFEST
 

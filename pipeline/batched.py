@@ -21,6 +21,11 @@ Every image stops on its own test.  Finished images leave the batch and
 waiting ones take their places, so a batch never waits for its slowest image
 and never stops an image early (iterations range from about 10 to 200).
 
+Dictionary learning codes a mini-batch as sporco's online learner does: one
+ADMM problem over all its images (``joint=True``: residuals over the whole
+batch, one penalty, one stopping test) with that learner's penalty rule
+(:data:`ONLINE_CDL_AUTORHO`).
+
 The X-step solves ``(rho I + D^H D) x = b`` at each frequency, with ``D`` the
 ``3 x M`` matrix of the filters' transforms.  By the Woodbury identity and the
 eigendecomposition ``D D^H = V diag(e) V^H`` of the 3x3 colour Gram matrix
@@ -44,8 +49,33 @@ import torch
 from pipeline.csc import CSCOptions, check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
-RHO_SCALING = 1000.0  # AutoRho Scaling: the largest factor of one update
-RHO_RATIO = 1.2  # AutoRho RsdlRatio
+
+
+@dataclass(frozen=True)
+class AutoRho:
+    """sporco's automatic penalty update (its ``AutoRho`` options).
+
+    After every ``period``-th iteration (never the first), with the relative
+    residuals ``r`` and ``s`` and ``xi = target`` (None: ConvBPDN's
+    ``1 + 18.3 ** (log10(lambda) + 1)``), rho is multiplied by ``f`` when
+    ``r > ratio * xi * s`` and divided by ``f`` when ``s > (ratio / xi) * r``;
+    ``f = min(sqrt(r / (xi s)) or its inverse, scaling)`` with
+    ``auto_scaling``, else ``f = scaling``.  The scaled dual ``U`` is divided
+    by the same factor.
+    """
+
+    period: int = 1
+    scaling: float = 1000.0
+    ratio: float = 1.2
+    target: float | None = None
+    auto_scaling: bool = True
+
+
+CONVBPDN_AUTORHO = AutoRho()
+"""sporco ConvBPDN's defaults: the reconstruction's rule."""
+
+ONLINE_CDL_AUTORHO = AutoRho(period=10, scaling=2.0, ratio=10.0, target=1.0, auto_scaling=False)
+"""The rule sporco's ``OnlineConvBPDNDictLearn`` codes its mini-batches with."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -189,6 +219,22 @@ def reconstruct_batch(
     n_iter : (N,) ndarray, int
         ADMM iterations each image took.
     """
+    reconstructions, n_iter, _ = reconstruct_and_count(images, basis, options,
+                                                       batch_size=batch_size, device=device)
+    return reconstructions, n_iter
+
+
+@torch.inference_mode()
+def reconstruct_and_count(
+    images: np.ndarray,
+    basis: np.ndarray,
+    options: CSCOptions = CSCOptions(),
+    *,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`reconstruct_batch`, and the density of each image's code: (N,) float64, the
+    fraction of its ``M x H x W`` coefficients of ``Y`` that are not zero."""
     check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
@@ -197,11 +243,13 @@ def reconstruct_batch(
     spectrum = cached_spectrum(basis, tuple(stack.shape[-2:]), device)
     batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
     result = low  # the coded high-pass parts are added in place
-    n_iter = np.zeros(len(images), dtype=np.int64)
+    n_iter, density = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))
     for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size):
         result[torch.from_numpy(index).to(device)] += synthesize(coefficients, spectrum)
         n_iter[index] = iterations
-    return finish_output(result.permute(0, 2, 3, 1).cpu().numpy(), options.output), n_iter
+        density[index] = (coefficients != 0).double().mean(dim=(1, 2, 3)).cpu().numpy()
+    return (finish_output(result.permute(0, 2, 3, 1).cpu().numpy(), options.output), n_iter,
+            density)
 
 
 def auto_batch_size(shape: tuple[int, int], n_filters: int, device: torch.device) -> int:
@@ -259,8 +307,15 @@ def solve(
     options: CSCOptions,
     *,
     batch_size: int = 1,
+    auto_rho: AutoRho = CONVBPDN_AUTORHO,
+    joint: bool = False,
 ):
     """Solve ConvBPDN for each ``(N, 3, H, W)`` high-pass image; yield images as they finish.
+
+    ``joint=True`` solves all ``N`` images as one problem, as sporco's
+    ConvBPDN does for a multi-image signal: the residuals are taken over the
+    whole batch, all images share one penalty and stop together
+    (``batch_size`` is then ``N``).
 
     Yields
     ------
@@ -273,8 +328,10 @@ def solve(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = len(high) if joint else batch_size
     lmbda = np.float32(options.lmbda)
-    xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0))  # sporco's residual target ratio
+    xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0) if auto_rho.target is None
+                    else auto_rho.target)  # sporco's residual target ratio
     batch = None
     started = 0
     while started < len(high) or (batch is not None and len(batch.index)):
@@ -284,7 +341,7 @@ def solve(
             fresh = _start(high[started:started + len(index)], index, spectrum, lmbda)
             batch = fresh if batch is None else batch.extend(fresh)
             started += len(index)
-        r, s = _iterate(batch, spectrum, lmbda, xi)
+        r, s = _iterate(batch, spectrum, lmbda, xi, auto_rho, joint)
         done = ((r < options.rel_stop_tol) & (s < options.rel_stop_tol))
         done |= batch.k >= options.max_iter
         if done.any():
@@ -304,9 +361,12 @@ def _start(high: torch.Tensor, index: np.ndarray, spectrum: DictionarySpectrum,
     return _Batch(index, dsf, zeros, zeros.clone(), rho, np.zeros(n, dtype=np.int64))
 
 
-def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
-             xi: np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """One ADMM iteration for every image in ``batch`` (updated in place); return (r, s)."""
+def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32, xi: np.float32,
+             auto_rho: AutoRho, joint: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One ADMM iteration for every image in ``batch`` (updated in place); return (r, s).
+
+    ``joint``: the norms are taken over the whole batch (every row gets the same r, s).
+    """
     y_prev, u = batch.y, batch.u
     threshold = lmbda / batch.rho
     rho, inverse_rho, low, high = _per_image(
@@ -319,8 +379,12 @@ def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
     u = torch.maximum(v, low).minimum(high)
     y = v.sub_(u)
     norms = torch.stack([_norm(x), _norm(y), _norm(u), _norm(x - y), _norm(y - y_prev)])
-    r, s = _residuals(*norms.cpu().numpy(), batch.rho)
-    factor = np.where(batch.k == 0, np.float32(1), _penalty_factor(r, s, xi))
+    norms = norms.cpu().numpy()
+    if joint:  # the norm of the whole batch, for every row
+        norms = np.broadcast_to(np.sqrt(np.sum(norms**2, axis=1, keepdims=True)), norms.shape)
+    r, s = _residuals(*norms, batch.rho)
+    update = (batch.k != 0) & ((batch.k + 1) % auto_rho.period == 0)
+    factor = np.where(update, _penalty_factor(r, s, xi, auto_rho), np.float32(1))
     batch.y, batch.u = y, u.div_(_per_image(factor, u))
     batch.rho, batch.k = batch.rho * factor, batch.k + 1
     return r, s
@@ -361,13 +425,19 @@ def _residuals(norm_x, norm_y, norm_u, norm_x_y, norm_y_change, rho):
     return norm_x_y / primal_scale, rho * norm_y_change / dual_scale
 
 
-def _penalty_factor(r: np.ndarray, s: np.ndarray, xi: np.float32) -> np.ndarray:
+def _penalty_factor(r: np.ndarray, s: np.ndarray, xi: np.float32,
+                    rule: AutoRho) -> np.ndarray:
     """sporco's adaptive penalty update (Wohlberg 2017): the factor rho is multiplied by."""
     scaled = s * xi
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.sqrt(np.where(r > scaled, r / scaled, scaled / r))
-        factor = np.minimum(factor, np.float32(RHO_SCALING))
-        factor[(r == 0) | (s == 0)] = RHO_SCALING
-        grow = r > RHO_RATIO * scaled
-        shrink = s > (RHO_RATIO / xi) * r
+    scaling = np.float32(rule.scaling)
+    if rule.auto_scaling:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.sqrt(np.where(r > scaled, r / scaled, scaled / r))
+        factor = np.minimum(factor, scaling)
+        factor[(r == 0) | (s == 0)] = scaling
+    else:
+        factor = np.full_like(r, scaling)
+    grow = r > rule.ratio * scaled
+    shrink = s > (rule.ratio / xi) * r
+    with np.errstate(divide="ignore"):
         return np.where(grow, factor, np.where(shrink, 1 / factor, 1)).astype(np.float32)

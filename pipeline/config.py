@@ -37,20 +37,29 @@ class ConfigError(UserError, ValueError):
 class DatasetConfig:
     """Where the images are and how they are brought to one size.
 
-    ``source`` is ``sample`` (the embedded photographs), ``folder`` (image
-    files under ``path``, class sub-folders give labels), ``cifar10`` (the
-    python batches folder at ``path``; ``split`` test, train or all) or
-    ``arrays`` (a ``.npy``/``.npz`` file at ``path``).  ``image_size`` is the
-    side of the square images reconstructed (None keeps the source's size,
-    which must then be the same for all); ``fit`` is ``resize`` (squash, as
-    the reference did), ``center_crop`` (shorter side, then centre) or ``none``.
+    ``source`` is ``sample`` (350 tiles of the embedded photographs),
+    ``photos`` (``count`` random tiles of the same photographs, drawn with
+    ``seed``: the embedded data set to learn from), ``folder`` (image files
+    under ``path``, class sub-folders give labels), ``cifar10`` (the python
+    batches folder at ``path``; ``split`` test, train or all), ``arrays`` (a
+    ``.npy``/``.npz`` file at ``path``) or ``zarr`` (a Zarr array at ``path``,
+    or the ``images`` array of a Zarr group such as a reconstruction store).
+    ``image_size`` is the side of the square images reconstructed (None keeps
+    the source's size, which must then be the same for all); ``fit`` is
+    ``resize`` (squash, as the reference did), ``center_crop`` (shorter side,
+    then centre) or ``none``.
     """
 
-    source: Literal["sample", "folder", "cifar10", "arrays"] = "sample"
+    source: Literal["sample", "photos", "folder", "cifar10", "arrays", "zarr"] = "sample"
     path: str | None = None
     split: Literal["test", "train", "all"] = "test"
     image_size: int | None = None
     fit: Literal["resize", "center_crop", "none"] = "center_crop"
+    count: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "count")
 
 
 @dataclass(frozen=True)
@@ -85,24 +94,34 @@ class ComputeConfig:
 class LearnConfig:
     """How ``python -m pipeline.learn`` learns a basis set from the config's data set.
 
-    ``clusters`` KMeans clusters of DAE latents (1: one basis, no DAE),
-    each with its own dictionary learned on at most ``images_per_cluster``
-    of its images; at most ``max_images`` images (a seeded random subset)
-    train the DAE and the clusters.  ``seed`` seeds every random choice.
-    ``out`` is the basis-set folder (null: ``outputs/bases/<name>-k<clusters>``).
-    ``dictionary`` and ``dae`` are the two learners' own settings.
+    ``clusters`` KMeans clusters of DAE latents (1: one basis, no DAE), each
+    with its own dictionary (``dictionary``: the learner's settings).  At
+    most ``max_images`` images are used (a seeded subset; null: all):
+    ``held_out`` of them (at most a tenth) are kept out of learning to
+    measure the set, ``dae_images`` of the rest train the DAE (``dae``), and
+    all the rest are clustered and learned from.  ``control`` also learns one
+    dictionary on all of them with the budget of all the clusters together,
+    so the report compares the stratified set with one basis at equal cost.
+    ``images_per_cluster`` caps each cluster's images for the ``batch``
+    learner, which holds them all at once.  ``seed`` seeds every random
+    choice.  ``out`` is the basis-set folder (null:
+    ``outputs/bases/<name>-k<clusters>``).
     """
 
     clusters: int = 10
+    max_images: int | None = 20000
+    held_out: int = 500
+    dae_images: int = 2000
+    control: bool = True
     images_per_cluster: int = 64
-    max_images: int | None = 5000
     seed: int = 0
     out: str | None = None
     dictionary: CDLOptions = field(default_factory=CDLOptions)
     dae: DAEOptions = field(default_factory=DAEOptions)
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "clusters", "images_per_cluster", "max_images")
+        _at_least(self, 1, "clusters", "images_per_cluster", "max_images", "dae_images")
+        _at_least(self, 0, "held_out")
 
 
 @dataclass(frozen=True)
@@ -285,6 +304,8 @@ def _check_value(value: Any, hint: Any, where: str, key: str) -> Any:
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is bool and isinstance(value, bool):
             return value
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

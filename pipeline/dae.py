@@ -24,6 +24,8 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
+from pipeline.datasets import Images
+
 SIZE = 64
 """Side of the DAE's square input images."""
 
@@ -101,7 +103,7 @@ def default_device() -> str:
 
 
 def train_dae(
-    images: np.ndarray,
+    images: np.ndarray | Images,
     options: DAEOptions = DAEOptions(),
     *,
     seed: int = 0,
@@ -110,6 +112,10 @@ def train_dae(
 ) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
     """Train the DAE on (N, H, W, 3) images in [0, 1] (resized to 64x64).
 
+    ``images`` is an array, or :class:`pipeline.datasets.Images` read a
+    mini-batch at a time, so that only a mini-batch and the held-out
+    validation images are ever in memory.
+
     Returns
     -------
     state : dict of str to Tensor
@@ -117,14 +123,13 @@ def train_dae(
     history : dict
         ``train`` and ``validation`` BCE per epoch.
     """
-    data = to_dae_input(images)
-    if len(data) < 4:
-        raise ValueError(f"the DAE needs at least 4 images to train, got {len(data)}")
+    if len(images) < 4:
+        raise ValueError(f"the DAE needs at least 4 images to train, got {len(images)}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    order = torch.randperm(len(data), generator=generator).numpy()
-    n_val = max(1, int(round(len(data) * options.validation_fraction)))
-    val, train = _tensor(data[order[:n_val]], device), _tensor(data[order[n_val:]], device)
+    order = torch.randperm(len(images), generator=generator).numpy()
+    n_val = max(1, int(round(len(images) * options.validation_fraction)))
+    val, train = _tensor(to_dae_input(images[order[:n_val]]), device), order[n_val:]
     model = DAE().to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     loss_fn = nn.BCELoss()
@@ -134,7 +139,7 @@ def train_dae(
         model.train()
         losses = []
         for batch in torch.randperm(len(train), generator=generator).split(options.batch_size):
-            clean = train[batch]
+            clean = _tensor(to_dae_input(images[train[batch.numpy()]]), device)
             noisy = (clean + options.noise_std * torch.randn(clean.shape, generator=generator)
                      .to(device)).clamp(0, 1)
             optimiser.zero_grad()

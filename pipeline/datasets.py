@@ -1,14 +1,17 @@
-"""Image sources: folders, CIFAR-10 batches, .npy/.npz arrays and the built-in sample.
+"""Image sources: folders, CIFAR-10 batches, .npy/.npz arrays, Zarr arrays, the photographs.
 
 A :class:`Dataset` is a list of images known by name, not the pixels: each
-image is an *item* (a file path, or a small uint8 array for array sources) that
-:func:`load_item` turns into a ``(size, size, 3)`` float32 image in [0, 1].
-Items are cheap to send to a Dask worker, so files are read where they are
-reconstructed and the client never holds a whole folder of images.
+image is an *item* that :func:`load_item` turns into a ``(size, size, 3)``
+float32 image in [0, 1]: a file path, a :class:`StoredImage` (one image of a
+``.npy`` or Zarr array), a :class:`PhotoTile` (a tile of a bundled
+photograph), or a small uint8 array (CIFAR-10, ``.npz``, the 350-tile
+sample).  Items are cheap to send to a Dask worker, so images are read where
+they are used and the client never holds a whole data set.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -59,7 +62,8 @@ class Dataset:
     names : list of str
         Source name of each image, e.g. its path relative to the folder.
     items : list
-        What :func:`load_item` reads: a path (str) or an (H, W, C) array.
+        What :func:`load_item` reads: a path (str), an (H, W, C) array, a
+        :class:`StoredImage` or a :class:`PhotoTile`.
     labels : (N,) int64 ndarray or None
         Class label of each image where the source knows it.
     classes : list of str
@@ -100,6 +104,28 @@ class Dataset:
                 f"({image.shape[0]}x{image.shape[1]}); set dataset.image_size in the config",
                 self.names[0])
         return int(image.shape[0])
+
+
+class Images:
+    """Some items of a data set, read on demand: ``images[indices]`` is (K, S, S, 3).
+
+    A stage that walks over many images in mini-batches (the DAE's training,
+    the online dictionary learner) takes one of these where it would take an
+    (N, S, S, 3) array, so only a mini-batch is ever in memory.  Cheap to
+    send to a worker: it holds the items, not the pixels.
+    """
+
+    def __init__(self, items: list, *, size: int | None, fit: Fit = "center_crop"):
+        self.items, self.size, self.fit = list(items), size, fit
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        """(K, S, S, 3) float32 in [0, 1] for an array or list of K indices."""
+        chosen = np.arange(len(self.items))[indices]
+        return np.stack([load_item(self.items[i], size=self.size, fit=self.fit)
+                         for i in np.atleast_1d(chosen)])
 
 
 # --- one image -------------------------------------------------------------------
@@ -189,9 +215,48 @@ def fit_image(image: np.ndarray, size: int | None, fit: Fit = "center_crop") -> 
     return np.clip(image[top : top + size, left : left + size], 0, 1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """Image ``index`` of the array at ``path``: a ``.npy`` file (read memory-mapped) or,
+    with ``key``, the array ``key`` of a Zarr group (``key=""``: a Zarr array itself)."""
+
+    path: str
+    index: int
+    key: str | None = None
+
+    def read(self) -> np.ndarray:
+        return to_float_rgb(np.asarray(_open_array(self.path, self.key)[self.index]))
+
+
+@dataclass(frozen=True)
+class PhotoTile:
+    """A ``size`` x ``size`` tile of a bundled photograph (:func:`bundled_photographs`):
+    the photograph scaled so its shorter side is ``side``, cut at ``(row, col)``,
+    mirrored left-right when ``flip``."""
+
+    photo: str
+    side: int
+    row: int
+    col: int
+    size: int
+    flip: bool = False
+
+    def read(self) -> np.ndarray:
+        tile = _scaled_photo(self.photo, self.side)[self.row:self.row + self.size,
+                                                    self.col:self.col + self.size]
+        return to_float_rgb(tile[:, ::-1] if self.flip else tile)
+
+
 def load_item(item, *, size: int | None, fit: Fit = "center_crop") -> np.ndarray:
-    """Read one data-set item (path or array) as (size, size, 3) float32 in [0, 1]."""
-    image = read_image(item) if isinstance(item, (str, Path)) else to_float_rgb(item)
+    """Read one data-set item as (size, size, 3) float32 in [0, 1].
+
+    ``item`` is a file path, an array, or an object with a ``read()`` method
+    (:class:`StoredImage`, :class:`PhotoTile`).
+    """
+    if isinstance(item, (str, Path)):
+        image = read_image(item)
+    else:
+        image = item.read() if hasattr(item, "read") else to_float_rgb(item)
     try:
         return fit_image(image, size, fit)
     except ImageReadError as err:
@@ -249,7 +314,52 @@ def array_file(path: str | Path, *, name: str = "arrays", **fit_args) -> Dataset
         raise DatasetError(f"{path}: not a readable NumPy array file ({err})") from None
     if images.ndim not in (3, 4):
         raise DatasetError(f"{path}: expected images of shape (N, H, W[, C]), got {images.shape}")
+    if path.suffix != ".npz":  # read where used: each image is (file, index)
+        return _from_stored(name, str(path.resolve()), None, len(images), None, None,
+                            **fit_args)
     return _from_array(name, images, labels, names, **fit_args)
+
+
+def zarr_images(path: str | Path, *, name: str = "zarr", **fit_args) -> Dataset:
+    """Images from a Zarr array (N, H, W[, C]), or from the ``images`` array of a Zarr group
+    (as the reconstruct command writes: its ``names`` and ``labels`` are used too)."""
+    import zarr
+
+    path = Path(path).expanduser()
+    try:
+        node = zarr.open(path, mode="r")
+    except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError) as err:
+        raise DatasetError(f"{path}: not a readable Zarr array or group ({err})") from None
+    key = ""
+    labels = names = None
+    if isinstance(node, zarr.Group):
+        if "images" not in node:
+            raise DatasetError(f"{path}: a Zarr group without an 'images' array "
+                               f"(arrays: {sorted(node.array_keys())})")
+        key = "images"
+        names = [str(n) for n in node["names"][:]] if "names" in node else None
+        labels = node["labels"][:] if "labels" in node else None
+        node = node["images"]
+    if node.ndim not in (3, 4):
+        raise DatasetError(f"{path}: expected images of shape (N, H, W[, C]), got {node.shape}")
+    return _from_stored(name, str(path.resolve()), key, node.shape[0], labels, names,
+                        **fit_args)
+
+
+def _from_stored(name, path, key, count, labels, names, **fit_args) -> Dataset:
+    items = [StoredImage(path, i, key) for i in range(count)]
+    return _from_array(name, items, labels, names, **fit_args)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_array(path: str, key: str | None):
+    """The array of a :class:`StoredImage`, opened once per process."""
+    if key is None:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    import zarr
+
+    node = zarr.open(path, mode="r")
+    return node[key] if key else node
 
 
 def cifar10(path: str | Path, *, split: str = "test", name: str = "cifar10", **fit_args) -> Dataset:
@@ -309,6 +419,8 @@ def _from_array(name, images, labels, names, **fit_args) -> Dataset:
 def open_dataset(config, name: str) -> Dataset:
     """The data set a :class:`pipeline.config.DatasetConfig` describes."""
     fit_args = {"image_size": config.image_size, "fit": config.fit}
+    if config.source == "photos":
+        return photo_tiles(config.count, name=name, seed=config.seed)
     if config.source == "sample":
         dataset = sample(name=name)
         if config.image_size and config.image_size != dataset.image_size:
@@ -320,6 +432,8 @@ def open_dataset(config, name: str) -> Dataset:
         return image_folder(config.path, name=name, **fit_args)
     if config.source == "cifar10":
         return cifar10(config.path, split=config.split, name=name, **fit_args)
+    if config.source == "zarr":
+        return zarr_images(config.path, name=name, **fit_args)
     return array_file(config.path, name=name, **fit_args)
 
 
@@ -372,3 +486,58 @@ def sample(
     return Dataset(
         name, names, items, np.array(labels, np.int64), list(photos), image_size=tile, fit="none"
     )
+
+
+#: Shorter sides the photographs are scaled to for :func:`photo_tiles`, in pixels.
+PHOTO_SIDES = (96, 128, 160, 192, 256, 320, 384, 448, 512)
+
+
+def photo_tiles(count: int = 20000, *, tile: int = 64, seed: int = 0,
+                name: str = "photos") -> Dataset:
+    """Many tiles of the bundled photographs: the embedded data set to learn from.
+
+    ``count`` random ``tile`` x ``tile`` tiles (a seeded draw): a
+    photograph chosen at random, scaled so its shorter side is one of
+    :data:`PHOTO_SIDES` (those not larger than its own), cut at a random
+    position, mirrored left-right half of the time.  Items are
+    :class:`PhotoTile` descriptions, drawn on the worker that uses them, so
+    the client holds no pixels.  Labels are the index of the photograph.
+    """
+    photos = _photographs()
+    shapes = {photo: image.shape[:2] for photo, image in photos.items()}
+    rng = np.random.default_rng(seed)
+    names, items, labels = [], [], []
+    for _ in range(count):
+        label = int(rng.integers(len(photos)))
+        photo = list(photos)[label]
+        h, w = shapes[photo]
+        sides = [side for side in PHOTO_SIDES if side <= min(h, w)]
+        side = int(sides[rng.integers(len(sides))])
+        height, width = _scaled_shape(h, w, side)
+        row, col = int(rng.integers(height - tile + 1)), int(rng.integers(width - tile + 1))
+        item = PhotoTile(photo, side, row, col, tile, bool(rng.integers(2)))
+        items.append(item)
+        names.append(f"{photo}/s{side}_y{row}_x{col}{'_flip' if item.flip else ''}")
+        labels.append(label)
+    return Dataset(name, names, items, np.array(labels, np.int64), list(photos),
+                   image_size=tile, fit="none")
+
+
+def _scaled_shape(h: int, w: int, side: int) -> tuple[int, int]:
+    return round(h * side / min(h, w)), round(w * side / min(h, w))
+
+
+@functools.lru_cache(maxsize=128)
+def _scaled_photo(photo: str, side: int) -> np.ndarray:
+    """A bundled photograph scaled to shorter side ``side``, uint8, kept per process
+    (every photograph at every side of :data:`PHOTO_SIDES`: about 30 MB)."""
+    image = to_float_rgb(_photographs()[photo])
+    scaled = _resize(image, _scaled_shape(*image.shape[:2], side), order=1,
+                     anti_aliasing=True)
+    return np.round(np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _photographs() -> dict[str, np.ndarray]:
+    """:func:`bundled_photographs`, read once per process (never modified)."""
+    return bundled_photographs()

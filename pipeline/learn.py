@@ -25,8 +25,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import zarr
 
-from flows.learn import LearnResult, learn_bases, manifest_settings, training_images
+from flows.learn import LearnResult, learn_bases, manifest_settings, split_images
 from pipeline import __version__, plots
 from pipeline.basis import MANIFEST, save_basis_set
 from pipeline.cli import Job, command_parser, run_command
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "python -m pipeline.learn",
         "Learn a basis set: DAE, KMeans clusters, one dictionary per cluster.",
-        config_help="the data set: a shipped config (default: sample) or a YAML path",
-        default_config="sample")
+        config_help="the data set: a shipped config (default: photos, 20,000 tiles of the "
+        "photographs the dependencies ship) or a YAML path", default_config="photos")
     flags = parser.add_argument_group("shortcuts for the config's learn section "
                                       "(defaults: python -m pipeline.learn --print-config)")
     flags.add_argument("--clusters", type=int, help="KMeans clusters (learn.clusters)")
@@ -83,12 +84,13 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
         raise ConfigError(f"{out}: a basis set is already there; pass --overwrite to "
                           "replace it, or --out to write elsewhere")
     dataset = open_dataset(config.dataset, config.name)
-    training_images(len(dataset), config.learn)  # enough images for the clusters?
+    split = split_images(len(dataset), config.learn)  # enough images for the clusters?
     settings = config.learn
-    log.info("%s: %d images; %d clusters of %d %dx%d filters, lambda %g", config.name,
-             len(dataset), settings.clusters, settings.dictionary.n_filters,
+    log.info("%s: %d images (%d held out); %d clusters of %d %dx%d filters, lambda %g, "
+             "%s learner", config.name, len(split.training) + len(split.held_out),
+             len(split.held_out), settings.clusters, settings.dictionary.n_filters,
              settings.dictionary.filter_size, settings.dictionary.filter_size,
-             settings.dictionary.lmbda)
+             settings.dictionary.lmbda, settings.dictionary.method)
     next_step = f"python -m pipeline.reconstruct {shlex.quote(args.config)} --basis-set {out}"
     return Job(
         run=lambda client, stop_requested: run(client, config, dataset, out, args.command_line,
@@ -102,36 +104,77 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
 
 def run(client, config: Config, dataset: Dataset, out: Path, command: str, next_step: str, *,
         progress: bool, stop_requested) -> int:
-    """The learn flow, then the basis set and its plots."""
-    result = learn_bases(client, dataset, config.learn, progress=progress,
-                         stop_requested=stop_requested)
-    write(out, result, config, command)
+    """The learn flow, then the basis set, its report and its plots."""
+    result = learn_bases(client, dataset, config.learn, workdir=latents_folder(out),
+                         csc=config.csc, progress=progress, stop_requested=stop_requested)
+    write(out, result, config, dataset, command)
+    for line in report_lines(result, config.learn.clusters):
+        log.info("%s", line)
     log.info("wrote basis set %s (%d clusters, %.0f s)", out, config.learn.clusters,
              result.seconds["total"])
     log.info("reconstruct with it: %s", next_step)
     return 0
 
 
-def write(out: Path, result: LearnResult, config: Config, command: str) -> None:
-    """The basis set, its manifest and the plots next to it."""
+def latents_folder(out: Path) -> Path:
+    """Where the latents go: beside the basis set, not in it (``<out>.work``)."""
+    return out.with_name(out.name + ".work")
+
+
+def report_lines(result: LearnResult, n_clusters: int) -> list[str]:
+    """The held-out measurement as a table: each image with its cluster's dictionary
+    against one dictionary learned on all the images with the same budget."""
+    if result.held_out is None:
+        return []
+    rows = result.held_out.table(n_clusters)
+    control = "control_psnr" in rows[0]
+    lines = ["held-out images, PSNR (dB) and code density with their cluster's dictionary"
+             + (" and with one dictionary learned on all the images at equal cost:" if control
+                else ":"),
+             "  cluster  images    PSNR  density" + ("  one-dict PSNR  density   gain"
+                                                    if control else "")]
+    for row in rows:
+        if not row["images"]:
+            continue
+        line = f"  {row['cluster']!s:>7}  {row['images']:6d}  {row['psnr']:6.2f}  " \
+               f"{row['density']:7.4f}"
+        if control:
+            line += f"  {row['control_psnr']:13.2f}  {row['control_density']:7.4f}  " \
+                    f"{row['gain_db']:+5.2f}"
+        lines.append(line)
+    return lines
+
+
+def write(out: Path, result: LearnResult, config: Config, dataset: Dataset,
+          command: str) -> None:
+    """The basis set, its manifest (with the held-out report) and the plots next to it."""
     strata, dictionaries = result.strata, result.dictionaries
-    sizes = np.bincount(strata.labels, minlength=len(dictionaries.bases)).tolist()
+    k = len(dictionaries.bases)
     manifest = {
         "kind": "basis-set", "command": command, "dataset": config.name,
-        "n_images": int(len(strata.labels)), "cluster_sizes": sizes,
+        "n_images": int(len(strata.labels)),
+        "cluster_sizes": np.bincount(strata.labels, minlength=k).tolist(),
         "settings": manifest_settings(config.learn),
         "objective": [o.tolist() for o in dictionaries.objectives],
         "dae_history": strata.dae_history, "seconds": result.seconds,
-        "dictionary_images": [[result.names[i] for i in m] for m in dictionaries.members],
+        "held_out_images": [dataset.names[i] for i in result.split.held_out],
+        "held_out": None if result.held_out is None else result.held_out.table(k),
         "created_by_version": __version__,
     }
+    if dictionaries.control is not None:
+        manifest["control_objective"] = dictionaries.control_objective.tolist()
     save_basis_set(out, dictionaries.bases, clusters=strata.clusters,
-                   dae_weights=strata.dae_weights, manifest=manifest)
+                   dae_weights=strata.dae_weights, control=dictionaries.control,
+                   manifest=manifest)
     plots.plot_filters(dictionaries.bases, out / "filters.png")
-    plots.plot_examples(result.images, strata.labels, out / "examples.png")
+    shown = np.concatenate([np.flatnonzero(strata.labels == c)[:8] for c in range(k)])
+    plots.plot_examples(np.stack([dataset.load(i) for i in result.split.training[shown]]),
+                        strata.labels[shown], out / "examples.png")
     plots.plot_objectives(dictionaries.objectives, out / "objective.png")
     if strata.latents is not None:
-        plots.plot_latents(strata.latents, strata.labels, out / "latents.png")
+        rows = np.sort(np.random.default_rng(0).permutation(len(strata.labels))[:2000])
+        latents = zarr.open_array(strata.latents, mode="r").oindex[rows]
+        plots.plot_latents(latents, strata.labels[rows], out / "latents.png")
 
 
 if __name__ == "__main__":

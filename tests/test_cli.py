@@ -29,8 +29,9 @@ def injected_bug(*args, **kwargs):
 BUGS = {
     "reconstruct": (reconstruct.main, ["sample", "--set", "csc.max_iter=2"],
                     "flows.reconstruct.pending", "run", "run the same command again to resume"),
-    "learn": (learn.main, ["--clusters", "2", "--max-images", "40", "--dae-epochs", "1"],
-              "flows.learn.fit_clusters", "learning", "nothing was written to"),
+    "learn": (learn.main, ["--clusters", "2", "--max-images", "40", "--dae-epochs", "1",
+                           "--iterations", "1"],
+              "pipeline.learn.save_basis_set", "learning", "nothing was written to"),
     "evaluate": (evaluate.main, ["scenes", "--test-images", "10", "--train-images", "20"],
                  "evaluation.flow.train_classifier", "evaluation",
                  "finished reconstructions are kept in"),
@@ -67,9 +68,9 @@ USER_ERRORS = {
                     "unknown key csc.'lamda' (did you mean 'lmbda'?)"),
     "learn": (learn.main, ["sample", "--set", "learn.dictionary.max_itr=5"],
               "unknown key learn.dictionary.'max_itr' (did you mean 'max_iter'?)"),
-    "learn, too few images": (learn.main, ["--clusters", "50"],
+    "learn, too few images": (learn.main, ["sample", "--clusters", "50"],
                               "50 clusters of at least 8 images each need 400 images, and "
-                              "there are 350"),
+                              "there are 315"),
     "evaluate": (evaluate.main, ["scenes", "--set", "evaluate.pgd_step=3"],
                  "unknown key evaluate.'pgd_step' (did you mean 'pgd_steps'?)"),
     "evaluate, your data without a classifier": (

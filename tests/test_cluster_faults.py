@@ -143,9 +143,8 @@ def test_a_worker_killed_while_learning_still_gives_the_same_basis_set(tmp_path)
     def learn(out: Path, address: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.learn", "--clusters", "2", "--out", str(out),
-             "--filters", "8", "--filter-size", "6", "--iterations", "60",
-             "--images-per-cluster", "24", "--dae-epochs", "2", "--max-images", "64",
-             "--scheduler", address],
+             "--filters", "8", "--filter-size", "6", "--iterations", "30", "--dae-epochs", "2",
+             "--max-images", "64", "--scheduler", address],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     with DaskProcesses(workers=2) as dask:

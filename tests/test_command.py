@@ -126,23 +126,29 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
     from pipeline.learn import main as learn
 
     out = tmp_path / "set3"
-    assert learn(["--clusters", "3", "--out", str(out), "--filters", "8", "--filter-size", "6",
-                  "--iterations", "3", "--images-per-cluster", "12", "--dae-epochs", "2",
-                  "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
+    assert learn(["sample", "--clusters", "3", "--out", str(out), "--filters", "8",
+                  "--filter-size", "6", "--iterations", "3", "--set",
+                  "learn.dictionary.batch_size=4", "--dae-epochs", "2", "--workers", "2",
+                  "--dashboard-address", "127.0.0.1:0"]) == 0
     err = capsys.readouterr().err
     assert f"wrote basis set {out}" in err
     assert f"reconstruct with it: python -m pipeline.reconstruct sample --basis-set {out}" in err
+    assert "held-out images, PSNR (dB) and code density" in err and "      all      35" in err
     for plot in ("filters.png", "examples.png", "latents.png", "objective.png"):
         assert (out / plot).stat().st_size > 1000
-    assert learn(["--clusters", "3", "--out", str(out)]) == 2  # never overwrites silently
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["control"] == "control/8_p6_lm0.2.npy" and (out / manifest["control"]).is_file()
+    assert manifest["held_out"][-1]["cluster"] == "all" and len(manifest["held_out_images"]) == 35
+    assert (tmp_path / "set3.work" / "latents.zarr").is_dir()  # beside the set, not in it
+    assert learn(["sample", "--clusters", "3", "--out", str(out)]) == 2  # never overwrites
     assert "a basis set is already there" in capsys.readouterr().err
 
     store = tmp_path / "sample.zarr"
     assert main(["sample", "--basis-set", str(out), "--set", "csc.max_iter=3", "--out",
                  str(store), "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
     group = zarr.open_group(store, mode="r")
-    manifest = json.loads((out / "manifest.json").read_text())
-    sizes = np.bincount(group["cluster"][:], minlength=3)
+    trained = ~np.isin(group["names"][:], manifest["held_out_images"])
+    sizes = np.bincount(group["cluster"][:][trained], minlength=3)
     assert sizes.tolist() == manifest["cluster_sizes"]  # each image in its own cluster
     assert group.attrs["settings"]["basis"]["set"] == "set3"
 

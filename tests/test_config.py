@@ -9,12 +9,12 @@ import pytest
 from pipeline.config import ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["sample", "imagenet", "cifar10", "scenes", "digits"])
+@pytest.mark.parametrize("name", ["sample", "photos", "imagenet", "cifar10", "scenes", "digits"])
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.name == name and config.csc.lmbda == 0.2 and config.csc.max_iter == 200
     assert str(config.store_path).endswith(f"{name}.zarr")
-    assert config.learn.clusters == 10 and config.learn.dictionary.max_iter == 100
+    assert config.learn.clusters == 10 and config.learn.dictionary.method == "online"
     assert config.evaluate.task == (name if name in ("scenes", "digits") else None)
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import zarr
 from conftest import REFERENCE, normalised, psnr
 
 from flows.learn import ClusterTooSmallError, learn_bases
@@ -29,7 +30,8 @@ from pipeline.solvers import reconstruct_image
 
 SMALL_DAE = DAEOptions(max_epochs=2)
 SMALL = LearnConfig(clusters=3, images_per_cluster=12, dae=SMALL_DAE,
-                    dictionary=CDLOptions(n_filters=8, filter_size=6, max_iter=4))
+                    dictionary=CDLOptions(n_filters=8, filter_size=6, max_iter=4, batch_size=4,
+                                          coding_max_iter=10))
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +81,11 @@ def test_clusters_separate_blobs_and_assignment_is_arrays_only():
 
 
 def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos, tmp_path):
-    first = learn_bases(client, photos, SMALL, progress=False)
-    again = learn_bases(client, photos, SMALL, progress=False)
-    bases, labels = first.dictionaries.bases, first.strata.labels
+    first = learn_bases(client, photos, SMALL, workdir=tmp_path / "a", progress=False)
+    again = learn_bases(client, photos, SMALL, workdir=tmp_path / "b", progress=False)
+    bases, labels, split = first.dictionaries.bases, first.strata.labels, first.split
     assert len(bases) == 3
-    for basis in bases:
+    for basis in [*bases, first.dictionaries.control]:
         assert basis.shape == (6, 6, 3, 8)
         validate_basis(basis)  # zero-mean per channel, unit norm
     np.testing.assert_array_equal(labels, again.strata.labels)
@@ -91,7 +93,23 @@ def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos
         np.testing.assert_allclose(a, b, atol=1e-5)
     # the clusters were learned on both workers
     assert len(set(first.dictionaries.workers)) == 2
-    assert all(len(o) == 4 and o[-1] < o[0] for o in first.dictionaries.objectives)
+    assert [len(o) for o in first.dictionaries.objectives] == [4, 4, 4]
+    assert len(first.dictionaries.control_objective) == 12  # the budget of all three
+
+    # 11 held-out images (a tenth), kept out of everything, measured with both dictionaries
+    assert len(split.held_out) == 11 and len(split.training) == 106
+    assert not set(split.held_out) & set(split.training) and set(split.dae) <= set(split.training)
+    held = first.held_out
+    assert held.psnr.shape == held.control_psnr.shape == (11,) and np.all(held.psnr > 15)
+    assert np.all((held.density >= 0) & (held.density < 0.1)) and held.density.mean() > 0
+    table = held.table(3)
+    assert [row["cluster"] for row in table] == [0, 1, 2, "all"]
+    assert sum(row["images"] for row in table[:3]) == table[3]["images"] == 11
+    assert table[3]["gain_db"] == pytest.approx(table[3]["psnr"] - table[3]["control_psnr"])
+
+    latents = zarr.open_array(first.strata.latents, mode="r")
+    assert latents.shape == (117, 2048)  # training images, then the held-out ones
+    np.testing.assert_array_equal(assign(latents[:106], first.strata.clusters), labels)
 
     manifest = {"settings": {"lmbda": 0.2}, "command": "test"}
     save_basis_set(tmp_path / "set", bases, clusters=first.strata.clusters,
@@ -103,17 +121,40 @@ def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos
     for name in written["bases"]:
         np.testing.assert_array_equal(load_basis(tmp_path / "set" / name),
                                       bases[int(name[8:10])])
-    latents = encode(load_model(loaded.dae_weights), first.images)
+    images = np.stack([photos.load(i) for i in split.training])
+    latents = encode(load_model(loaded.dae_weights), images)
     np.testing.assert_array_equal(assign(latents, loaded.clusters), labels)
 
 
-def test_too_small_cluster_is_a_clear_error(client, photos):
+def test_too_small_cluster_is_a_clear_error(client, photos, tmp_path):
     with pytest.raises(ClusterTooSmallError, match=r"cluster \d+ has \d+ images; dictionary "
                                                    r"learning needs at least 8 .* use fewer"):
-        learn_bases(client, photos, replace(SMALL, clusters=12), progress=False)
+        learn_bases(client, photos, replace(SMALL, clusters=12), workdir=tmp_path,
+                    progress=False)
     with pytest.raises(ClusterTooSmallError, match="15 clusters of at least 8 images each need "
-                                                   "120 images, and there are 117"):
-        learn_bases(client, photos, replace(SMALL, clusters=15), progress=False)
+                                                   "120 images, and there are 106"):
+        learn_bases(client, photos, replace(SMALL, clusters=15), workdir=tmp_path,
+                    progress=False)
+
+
+@pytest.mark.slow
+def test_the_client_reads_no_image_while_learning(monkeypatch, tmp_path):
+    """Worker processes read every image; the client only schedules (tiles of the photos)."""
+    from pipeline import datasets
+    from pipeline.runtime import connect, disconnect
+
+    dataset = datasets.photo_tiles(300, seed=1)
+    client = connect(n_workers=2, dashboard_address="127.0.0.1:0")
+    reads = []
+    original = datasets.load_item
+    monkeypatch.setattr(datasets, "load_item", lambda *a, **k: reads.append(a) or original(*a, **k))
+    try:
+        result = learn_bases(client, dataset, SMALL, workdir=tmp_path, progress=False)
+    finally:
+        disconnect(client)
+    assert reads == []
+    assert len(result.split.training) == 270 and len(result.held_out.psnr) == 30
+    assert len(set(result.dictionaries.workers)) == 2
 
 
 @pytest.fixture
