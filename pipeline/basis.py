@@ -26,10 +26,10 @@ from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.resources import BASIS_FOLDER
 
-DEFAULT_BASIS_SET = BASIS_FOLDER / "sample-k10"
-"""The basis set of 10 clusters learned on the embedded sample: the default of reconstruct."""
-ONE_BASIS_SET = BASIS_FOLDER / "sample-k1"
-"""The one-basis set learned on the embedded sample (see ``basis/README.md``)."""
+DEFAULT_BASIS_SET = BASIS_FOLDER / "photos-k10"
+"""The basis set of 10 clusters learned on the embedded photo tiles: the default of reconstruct."""
+ONE_BASIS_SET = BASIS_FOLDER / "photos-k1"
+"""The one-basis set learned on the same tiles with the same budget (``basis/README.md``)."""
 DEFAULT_BASIS = ONE_BASIS_SET / "cluster_00" / "64_p8_lm0.2.npy"
 """The single basis of :data:`ONE_BASIS_SET`, as a file."""
 
@@ -47,7 +47,7 @@ def resolve_basis_path(value: str | Path) -> Path:
     """Turn a config value into a basis path.
 
     ``"default"`` is the shipped set :data:`DEFAULT_BASIS_SET`; the name of
-    a shipped set (``"sample-k1"``, ``"sample-k10"``) is that set; anything
+    a shipped set (``"photos-k1"``, ``"sample-k10"``, ...) is that set; anything
     else is a path to a basis ``.npy`` file or a basis-set folder.
     """
     text = str(value)

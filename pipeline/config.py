@@ -144,7 +144,7 @@ class EvaluateConfig:
     task: Literal["scenes", "digits"] | None = None
     classifier: str | None = None
     transfer_classifier: str | None = None
-    one_basis: str = "sample-k1"
+    one_basis: str = "photos-k1"
     test_images: int = 200
     train_images: int = 2000
     epochs: int = 10
@@ -164,7 +164,7 @@ class EvaluateConfig:
 class Config:
     """Everything the commands read from one config, resolved from YAML.
 
-    ``basis`` is ``default`` (the shipped basis set ``sample-k10``), the
+    ``basis`` is ``default`` (the shipped basis set ``photos-k10``), the
     name of a shipped set, a basis ``.npy`` file or a basis-set folder.
     """
 

@@ -9,12 +9,15 @@ from conftest import psnr
 from sporco import signal
 
 from pipeline import batched
-from pipeline.basis import DEFAULT_BASIS, load_basis
+from pipeline.basis import load_basis
 from pipeline.csc import CSCOptions
 from pipeline.datasets import sample
+from pipeline.resources import BASIS_FOLDER
 from pipeline.solvers import reconstruct
 
-# Sample tiles whose sporco solves stop after 9 to 200 iterations (mean ~66).
+# The earlier shipped single basis, and sample tiles whose sporco solves with it stop after
+# 9 to 200 iterations (mean ~66).
+DEFAULT_BASIS = BASIS_FOLDER / "sample-k1" / "cluster_00" / "64_p8_lm0.2.npy"
 MIXED = (0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 260, 280, 300)
 
 

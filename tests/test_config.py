@@ -59,7 +59,8 @@ def test_basis_names_resolve_to_the_shipped_sets_from_anywhere(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     assert resolve_basis_path("default") == DEFAULT_BASIS_SET
-    assert resolve_basis_path("sample-k1") == ONE_BASIS_SET and ONE_BASIS_SET.is_dir()
+    assert resolve_basis_path("photos-k1") == ONE_BASIS_SET and ONE_BASIS_SET.is_dir()
+    assert (resolve_basis_path("sample-k10") / "manifest.json").is_file()
     assert resolve_basis_path("bases/mine") == Path("bases/mine")
 
 

@@ -131,3 +131,55 @@ def test_non_finite_float_images_are_refused():
     image[2, 3, 1] = np.nan
     with pytest.raises(ImageReadError, match="image contains NaN or Inf values"):
         load_item(image, size=8)
+
+
+def test_npy_items_are_read_where_used_not_held(tmp_path):
+    from pipeline.datasets import StoredImage
+
+    images = np.random.default_rng(4).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    dataset = array_file(tmp_path / "x.npy", image_size=16, fit="none")
+    assert dataset.items[4] == StoredImage(str((tmp_path / "x.npy").resolve()), 4)
+    assert len(pickle.dumps(dataset.items)) < 2000  # descriptions, not pixels
+    np.testing.assert_allclose(dataset.load(4), images[4] / 255.0, atol=1e-6)
+
+
+def test_zarr_arrays_and_reconstruction_stores_are_sources(tmp_path):
+    import zarr
+
+    from pipeline.datasets import zarr_images
+
+    images = np.random.default_rng(5).random((4, 16, 16, 3)).astype(np.float32)
+    zarr.create_array(tmp_path / "a.zarr", shape=images.shape, chunks=(1, 16, 16, 3),
+                      dtype="float32")[:] = images
+    dataset = zarr_images(tmp_path / "a.zarr", image_size=16, fit="none")
+    assert len(dataset) == 4 and dataset.names[0] == "000000"
+    np.testing.assert_allclose(dataset.load(2), images[2], atol=1e-6)
+
+    group = zarr.open_group(tmp_path / "store.zarr", mode="w")
+    group.create_array("images", shape=(4, 16, 16, 3), dtype="uint8")[:] = np.round(images * 255)
+    group.create_array("names", shape=(4,), dtype=str)[:] = np.array(list("wxyz"))
+    group.create_array("labels", shape=(4,), dtype="int64")[:] = [1, 0, 1, 0]
+    stored = zarr_images(tmp_path / "store.zarr", image_size=16, fit="none")
+    assert stored.names == list("wxyz") and stored.labels.tolist() == [1, 0, 1, 0]
+    np.testing.assert_allclose(stored.load(2), images[2], atol=0.5 / 255 + 1e-6)
+    with pytest.raises(DatasetError, match="not a readable Zarr array or group"):
+        zarr_images(tmp_path / "nowhere.zarr")
+
+
+def test_photo_tiles_are_seeded_descriptions_cut_where_read():
+    from pipeline.datasets import PhotoTile, photo_tiles
+
+    first, again = photo_tiles(400, seed=2), photo_tiles(400, seed=2)
+    assert first.names == again.names and len(set(first.names)) > 390
+    assert all(isinstance(item, PhotoTile) for item in first.items)
+    assert len(pickle.dumps(first.items)) < 100_000  # no pixels
+    assert len(set(first.labels.tolist())) == 8 and first.image_size == 64
+    sides = {item.side for item in first.items}
+    assert min(sides) == 96 and max(sides) == 512
+    tile = first.load(0)
+    assert tile.shape == (64, 64, 3) and tile.dtype == np.float32
+    flipped = next(i for i, item in enumerate(first.items) if item.flip)
+    item = first.items[flipped]
+    mirror = PhotoTile(item.photo, item.side, item.row, item.col, item.size, flip=False)
+    np.testing.assert_array_equal(first.load(flipped), mirror.read()[:, ::-1])

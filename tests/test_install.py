@@ -46,7 +46,7 @@ def test_wheel_carries_the_configs_and_basis_sets(installed, tmp_path):
     assert Path(configs) == installed / "pipeline" / "_configs"
     assert {p.name for p in Path(configs).glob("*.yaml")} == {
         p.name for p in (ROOT / "configs").glob("*.yaml")}
-    for name in ("sample-k1", "sample-k10"):
+    for name in ("photos-k1", "photos-k10", "sample-k1", "sample-k10"):
         manifest = json.loads((Path(bases) / name / "manifest.json").read_text())
         assert all((Path(bases) / name / file).is_file() for file in manifest["files"])
 
@@ -60,7 +60,7 @@ def test_installed_commands_run_from_another_directory(installed, tmp_path):
     assert reconstructed.returncode == 0, reconstructed.stderr
     group = zarr.open_group(tmp_path / "outputs" / "sample.zarr", mode="r")
     assert group["done"][:].all() and group["images"].shape == (350, 64, 64, 3)
-    assert group.attrs["settings"]["basis"]["set"] == "sample-k10"
+    assert group.attrs["settings"]["basis"]["set"] == "photos-k10"
     assert set(group["cluster"][:]) == set(range(10))
 
     learned = run(installed, tmp_path, "-m", "pipeline.learn", "--clusters", "2",
