@@ -69,28 +69,30 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--out", type=Path, default=HERE / "results_learn_scale.json")
     args = parser.parse_args()
-    client = connect(n_workers=2, dashboard_address="127.0.0.1:0")
     rows = []
-    try:
-        for size in args.sizes:
-            dataset = photo_tiles(size, seed=3)
+    for size in args.sizes:  # fresh workers for each size
+        dataset = photo_tiles(size, seed=3)
+        client = connect(n_workers=2, dashboard_address="127.0.0.1:0")
+        try:
             with tempfile.TemporaryDirectory() as work, PeakMemory() as peak:
                 started = time.perf_counter()
                 result = learn_bases(client, dataset, SHORT, workdir=Path(work), progress=False)
                 seconds = time.perf_counter() - started
-            rows.append({"images": size, "client_peak_mb": peak.client / 2**20,
-                         "worker_peak_mb": peak.workers / 2**20, "seconds": seconds,
-                         "stage_seconds": result.seconds})
-            print(f"{size:6d} images: client peak {rows[-1]['client_peak_mb']:.0f} MB, "
-                  f"largest worker peak {rows[-1]['worker_peak_mb']:.0f} MB, {seconds:.0f} s",
-                  flush=True)
-    finally:
-        disconnect(client)
+        finally:
+            disconnect(client)
+        rows.append({"images": size, "client_peak_mb": peak.client / 2**20,
+                     "worker_peak_mb": peak.workers / 2**20, "seconds": seconds,
+                     "stage_seconds": result.seconds})
+        print(f"{size:6d} images: client peak {rows[-1]['client_peak_mb']:.0f} MB, "
+              f"largest worker peak {rows[-1]['worker_peak_mb']:.0f} MB, {seconds:.0f} s",
+              flush=True)
     first, last = rows[0], rows[-1]
-    growth = last["client_peak_mb"] / first["client_peak_mb"] - 1
-    print(f"client peak: {100 * growth:+.1f} % from {first['images']} to {last['images']} images")
-    args.out.write_text(json.dumps({"settings": str(SHORT), "runs": rows,
-                                    "client_growth": growth}, indent=2) + "\n")
+    growth = {who: last[f"{who}_peak_mb"] / first[f"{who}_peak_mb"] - 1
+              for who in ("client", "worker")}
+    print(f"peaks from {first['images']} to {last['images']} images: client "
+          f"{100 * growth['client']:+.1f} %, largest worker {100 * growth['worker']:+.1f} %")
+    args.out.write_text(json.dumps({"settings": str(SHORT), "runs": rows, "growth": growth},
+                                   indent=2) + "\n")
 
 
 if __name__ == "__main__":

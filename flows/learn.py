@@ -36,7 +36,7 @@ from distributed import Client, as_completed, get_worker
 from tqdm import tqdm
 
 from flows.waiting import StopRequested, each_completed, gather, never, result
-from pipeline.clustering import Clusters, assign, fit_clusters
+from pipeline.clustering import Clusters, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
 from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.dae import LATENT_SHAPE, DAEOptions, default_device, encode, load_model, train_dae
@@ -293,12 +293,11 @@ def _encode_chunk(images: Images, weights: dict, latents: str, start: int) -> in
 
 
 def _fit_clusters(latents: str, training: int, n_clusters: int, seed: int):
-    """PCA + KMeans on the first ``training`` rows of the latents; assign the rest too."""
+    """PCA + KMeans on the first ``training`` rows of the latents (read a block of rows at a
+    time); assign the rest, the held-out images, too."""
     array = zarr.open_array(latents, mode="r")
-    clusters, labels = fit_clusters(array[:training], n_clusters, seed=seed)
-    held_out = assign(array[training:], clusters) if array.shape[0] > training else (
-        np.zeros(0, np.int64))
-    return clusters, labels, held_out
+    clusters, labels = fit_clusters(array, n_clusters, count=training, seed=seed)
+    return clusters, labels, assign_blocks(array, clusters, range(training, array.shape[0]))
 
 
 def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: Path,

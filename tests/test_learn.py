@@ -21,7 +21,7 @@ from pipeline.basis import (
     save_basis_set,
     validate_basis,
 )
-from pipeline.clustering import assign, fit_clusters
+from pipeline.clustering import assign, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
 from pipeline.csc import CDLOptions
 from pipeline.dae import DAEOptions, encode, load_model, load_weights, save_weights, train_dae
@@ -78,6 +78,27 @@ def test_clusters_separate_blobs_and_assignment_is_arrays_only():
     np.testing.assert_array_equal(assign(latents, model), labels)
     with pytest.raises(ValueError, match="--clusters must be between 1 and the number of images"):
         fit_clusters(latents, 61)
+
+
+def test_clusters_fit_block_by_block_from_a_zarr_array(tmp_path):
+    """Blocks of 16 rows read from Zarr: the same blobs found, the rows past ``count`` unused."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 10, (3, 64))
+    latents = np.concatenate([c + rng.normal(0, 1, (20, 64)) for c in centres])[
+        rng.permutation(60)].astype(np.float32)
+    stored = zarr.create_array(tmp_path / "latents.zarr", shape=(70, 64), chunks=(16, 64),
+                               dtype="float32")
+    stored[:60] = latents
+    stored[60:] = np.nan  # past count: must never be read into the fit
+    model, labels = fit_clusters(stored, 3, count=60, n_components=4, block_rows=16)
+    whole, whole_labels = fit_clusters(latents, 3, n_components=4)
+    assert model.components.shape == (4, 64) and np.isfinite(model.centroids).all()
+    truth = np.array([np.argmin(((centres - x) ** 2).sum(1)) for x in latents])
+    for blob in range(3):  # each blob is one cluster, as with one block
+        assert len(set(labels[truth == blob])) == 1
+    assert len(set(labels)) == 3
+    np.testing.assert_array_equal(labels, assign_blocks(stored, model, range(0, 60), 7))
+    assert len(set(zip(labels, whole_labels, strict=True))) == 3  # the same partition
 
 
 def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos, tmp_path):
