@@ -1,11 +1,12 @@
 """Speed-up of learning the per-cluster dictionaries in parallel.
 
 Runs :func:`flows.learn.learn_bases` on the embedded sample twice in one run,
-same seed and settings: on a LocalCluster of 1 worker (the clusters learned one
-after another) and of 2 workers (in parallel), and reports the wall time of the
-per-cluster stage of each and their ratio.  The dictionary-learning iterations
-are cut (``--iterations``, default 10) so the serial run stays short; the
-stage's cost is proportional to them.
+same seed and settings (no control dictionary, no held-out images): on a
+LocalCluster of 1 worker (the clusters learned one after another) and of 2
+workers (in parallel), and reports the wall time of the per-cluster stage of
+each and their ratio.  The online learner's steps are cut (``--iterations``,
+default 10) so the serial run stays short; the stage's cost is proportional
+to them.
 
 Usage::
 
@@ -15,6 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -34,9 +37,10 @@ def main() -> None:
     stage = {}
     for workers in (1, 2):
         client = connect(n_workers=workers, dashboard_address="127.0.0.1:0")
-        settings = LearnConfig(clusters=args.clusters,
+        settings = LearnConfig(clusters=args.clusters, control=False, held_out=0,
                                dictionary=CDLOptions(max_iter=args.iterations))
-        result = learn_bases(client, dataset, settings, progress=False)
+        with tempfile.TemporaryDirectory() as work:
+            result = learn_bases(client, dataset, settings, workdir=Path(work), progress=False)
         stage[workers] = result.seconds["dictionaries"]
         print(f"{workers} worker(s): per-cluster stage {stage[workers]:.1f} s, "
               f"sum of task times {np.sum(result.dictionaries.task_seconds):.1f} s, "
