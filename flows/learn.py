@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,8 @@ class Stratification:
     latents : Path or None
         The Zarr array of latents, (N + H, 2048) float32: training images
         first, then the held-out ones.
+    seconds : dict
+        The time of each stage: ``dae``, ``cluster`` (latents and clustering).
     """
 
     labels: np.ndarray
@@ -97,6 +99,7 @@ class Stratification:
     dae_weights: dict | None = None
     dae_history: dict | None = None
     latents: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -163,7 +166,6 @@ class HeldOut:
 class LearnResult:
     """A learned basis set and everything its manifest, report and plots record."""
 
-    names: list[str]  # the data set's names of the training images
     split: Split
     strata: Stratification
     dictionaries: Dictionaries
@@ -189,7 +191,6 @@ def learn_bases(
     (its lambda is the dictionary's).  ``stop_requested`` is asked while
     waiting for the workers (:mod:`flows.waiting`).
     """
-    seconds: dict[str, float] = {}
     started = time.perf_counter()
     split = split_images(len(dataset), settings)
     side = dataset.side()
@@ -199,13 +200,13 @@ def learn_bases(
 
     run = _Run(client, f"learn-{uuid.uuid4().hex[:8]}", progress, stop_requested)
     if settings.clusters > 1:
-        strata = _stratify(run, images, split, settings, Path(workdir), chunk_size, seconds)
+        strata = _stratify(run, images, split, settings, Path(workdir), chunk_size)
     else:
         strata = Stratification(labels=np.zeros(len(split.training), np.int64),
                                 held_out_labels=np.zeros(len(split.held_out), np.int64))
     _check_cluster_sizes(strata.labels, settings.clusters)
 
-    clock = time.perf_counter()
+    seconds, clock = dict(strata.seconds), time.perf_counter()
     members = [split.training[strata.labels == c] for c in range(settings.clusters)]
     dictionaries = _learn_dictionaries(run, images, members, split.training, settings)
     seconds["dictionaries"] = time.perf_counter() - clock
@@ -216,9 +217,8 @@ def learn_bases(
                                      dictionaries, replace(csc, lmbda=settings.dictionary.lmbda))
         seconds["held_out"] = time.perf_counter() - clock
     seconds["total"] = time.perf_counter() - started
-    return LearnResult(names=[dataset.names[i] for i in split.training], split=split,
-                       strata=strata, dictionaries=dictionaries, held_out=held_out,
-                       seconds=seconds)
+    return LearnResult(split=split, strata=strata, dictionaries=dictionaries,
+                       held_out=held_out, seconds=seconds)
 
 
 def split_images(count: int, settings: LearnConfig) -> Split:
@@ -301,9 +301,9 @@ def _fit_clusters(latents: str, training: int, n_clusters: int, seed: int):
 
 
 def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: Path,
-              chunk_size: int, seconds: dict[str, float]) -> Stratification:
+              chunk_size: int) -> Stratification:
     """DAE on a worker, latents on the workers into Zarr, PCA + KMeans on a worker."""
-    client, clock = run.client, time.perf_counter()
+    client, clock, seconds = run.client, time.perf_counter(), {}
     with run.bar(settings.dae.max_epochs, "DAE", "epoch") as bar:
         training = client.submit(_train_dae, images(split.dae), settings.dae, settings.seed,
                                  run.topic, pure=False)
@@ -334,7 +334,8 @@ def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: P
     log.info("clusters of %s images (%.1f s)",
              np.bincount(labels, minlength=settings.clusters).tolist(), seconds["cluster"])
     return Stratification(labels=labels, held_out_labels=held_out_labels, clusters=clusters,
-                          dae_weights=weights, dae_history=history, latents=latents)
+                          dae_weights=weights, dae_history=history, latents=latents,
+                          seconds=seconds)
 
 
 def _learn_cluster(cluster: int, images: Images, options: CDLOptions, seed: int,
