@@ -1,7 +1,7 @@
 """``python -m pipeline.learn [DATASET] --clusters 10``: learn one dictionary per cluster.
 
 DAE -> latents -> PCA + KMeans -> one convolutional dictionary per cluster, on
-the data set a config names (the embedded sample by default), with the
+the data set a config names (20,000 tiles of the shipped photographs by default), with the
 config's ``learn`` section (the flags are shortcuts for its keys).  Writes a
 basis set folder (see :func:`pipeline.basis.save_basis_set`) with PNG plots,
 and prints the command that reconstructs with it.  ``--clusters 1`` is the

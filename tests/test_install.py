@@ -67,6 +67,6 @@ def test_installed_commands_run_from_another_directory(installed, tmp_path):
                   "--set", "learn.dictionary.max_iter=5", "--set", "learn.max_images=64",
                   "--dae-epochs", "2", *runtime)
     assert learned.returncode == 0, learned.stderr
-    manifest = json.loads((tmp_path / "outputs" / "bases" / "sample-k2" / "manifest.json")
+    manifest = json.loads((tmp_path / "outputs" / "bases" / "photos-k2" / "manifest.json")
                           .read_text())
     assert manifest["n_clusters"] == 2 and len(manifest["objective"][0]) == 5
