@@ -1,10 +1,10 @@
-"""Adversarial attacks for the evaluation: ART's FGSM, PGD and DeepFool, and BPDA-PGD.
+"""The oblivious attacks: ART's FGSM, PGD, DeepFool and APGD, made on the undefended classifier.
 
-The attacks on the undefended classifier come from the Adversarial Robustness
-Toolbox (ART, an optional dependency: ``pip install -e ".[evaluate]"``).
-The adaptive attack runs PGD through the defense with an identity gradient
-for the reconstruction (BPDA) and scores every iterate, so an image counts as
-defended only if no iterate fooled the defended classifier.
+The paper's threat model: the attacker does not know the defense, and the
+defended rows meet the images made on the bare classifier.  The attacks come
+from the Adversarial Robustness Toolbox (ART, an optional dependency:
+``pip install -e ".[evaluate]"``); the adaptive attacks through the defense
+are :mod:`evaluation.adaptive`.
 
 Images are (N, H, W, 3) float32 in [0, 1]; epsilons are L-inf in that range.
 """
@@ -17,16 +17,7 @@ from torch import nn
 
 from evaluation.classifier import to_tensor
 
-ATTACKS = ("fgsm", "pgd", "deepfool")
-
-
-def art_classifier(model: nn.Module, *, n_classes: int, size: int, defences=None):
-    """Wrap ``model`` as ART's ``PyTorchClassifier`` on (N, 3, size, size) inputs in [0, 1]."""
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=(3, size, size),
-                             nb_classes=n_classes, clip_values=(0.0, 1.0),
-                             preprocessing_defences=defences, device_type="cpu")
+ATTACKS = ("fgsm", "pgd", "deepfool", "autoattack")
 
 
 def attack(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, name: str,
@@ -36,9 +27,15 @@ def attack(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, name: st
     ``fgsm``: one signed-gradient step of size ``eps``; ``pgd``: ``pgd_steps``
     steps of ``eps / 4`` from a random start, projected onto the L-inf ball;
     ``deepfool``: minimal L2 steps to the nearest decision boundary (``eps``
-    unused: its perturbation is as large as it needs).
+    unused: its perturbation is as large as it needs); ``autoattack``:
+    APGD-CE then APGD-DLR (``pgd_steps`` iterations each; Croce and Hein
+    2020), the second on the images the first left correctly classified.
     """
+    if name == "autoattack":
+        return _apgd_ce_then_dlr(model, images, labels, eps=eps, steps=pgd_steps, seed=seed)
     from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
+
+    from evaluation.art_adapter import art_classifier
 
     classifier = art_classifier(model, n_classes=n_classes, size=images.shape[1])
     if name == "fgsm":
@@ -59,28 +56,21 @@ def attack(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, name: st
     return np.clip(adversarial.transpose(0, 2, 3, 1), 0.0, 1.0).astype(np.float32)
 
 
-def bpda_pgd(model: nn.Module, defense: nn.Module, images: np.ndarray, labels: np.ndarray,
-             *, eps: float, steps: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """PGD through ``defense`` (whose backward pass is the identity), scored at every iterate.
+def _apgd_ce_then_dlr(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, eps: float,
+                      steps: int, seed: int) -> np.ndarray:
+    """AutoAttack's two APGD runs on the undefended ``model``: each image keeps the first
+    adversarial version that fools it (or DLR's, if none does)."""
+    from evaluation.adaptive import apgd_images, apgd_losses
 
-    Returns ``(defended, final)``: (N,) bool, True where the defended
-    classifier was right at every one of the ``steps`` iterates (the worst
-    iterate decides), and the final adversarial images.
-    """
-    x = to_tensor(images)
-    y = torch.from_numpy(np.asarray(labels, np.int64))
-    adversarial = x.clone()
-    defended = torch.ones(len(x), dtype=torch.bool)
-    for step in range(steps + 1):
-        adversarial.requires_grad_(True)
-        logits = model(defense(adversarial))
-        if step > 0:  # iterate 0 is the clean image
-            defended &= logits.argmax(1) == y
-        if step == steps:
+    adversarial = images.copy()
+    robust = np.ones(len(images), bool)
+    with torch.no_grad():
+        n_classes = int(model(to_tensor(images[:1])).shape[1])
+    for loss in apgd_losses(n_classes):
+        standing = np.flatnonzero(robust)
+        if not len(standing):
             break
-        grad, = torch.autograd.grad(nn.functional.cross_entropy(logits, y), adversarial)
-        with torch.no_grad():
-            adversarial = adversarial + (eps / 4) * grad.sign()
-            adversarial = torch.clamp(torch.min(torch.max(adversarial, x - eps), x + eps), 0, 1)
-    final = adversarial.detach().permute(0, 2, 3, 1).numpy()
-    return defended.numpy(), final
+        made, still = apgd_images(model, None, images[standing], labels[standing], eps=eps,
+                                  loss=loss, steps=steps, seed=seed)
+        adversarial[standing], robust[standing] = made, still
+    return adversarial

@@ -1,4 +1,4 @@
-"""The defense as a PyTorch module: images -> cluster -> CSC reconstruction, BPDA backward.
+"""Defenses as PyTorch modules: images -> transformed images, with a BPDA backward pass.
 
 :class:`CSCDefense` runs the pipeline's own stage,
 :func:`pipeline.stratified.reconstruct_by_cluster` (each image with the
@@ -7,7 +7,9 @@ classifier)`` sees what a classifier sees after ``pipeline.reconstruct``.  The
 reconstruction is an ADMM solve, not differentiable in any useful sense, so
 the module passes gradients straight through it (backward pass
 differentiable approximation, BPDA [1]_): the gradient an adaptive attacker
-needs.
+needs.  :class:`TransformDefense` does the same for any NumPy image
+transformation (the baselines: JPEG, median, bit depth, TV), so an adaptive
+attack treats every defended row alike.
 
 References
 ----------
@@ -39,7 +41,48 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-class CSCDefense(torch.nn.Module):
+class TransformDefense(torch.nn.Module):
+    """A NumPy image transformation as a PyTorch module, with an identity backward pass (BPDA).
+
+    Parameters
+    ----------
+    transform : callable
+        (N, H, W, 3) float32 images in [0, 1] -> the same shape and range.
+    name : str
+        What ``repr`` shows.
+    bpda : bool
+        True: the backward pass is the identity, the gradient an adaptive
+        (BPDA) attacker uses.  False: no gradient flows to the input.
+
+    Notes
+    -----
+    Input and output are (B, 3, H, W) float tensors in [0, 1], PyTorch's
+    layout; the transformation runs without autograd and its result is
+    returned on the input's device and dtype.
+    """
+
+    def __init__(self, transform=None, name: str = "", *, bpda: bool = True):
+        super().__init__()
+        self._transform, self.name, self.bpda = transform, name, bpda
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        return self._transform(images)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(x.shape)}")
+        images = x.detach().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        out = torch.from_numpy(np.ascontiguousarray(self.transform(images)))
+        out = out.permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
+        if self.bpda and x.requires_grad:
+            return _StraightThrough.apply(x, out)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, bpda={self.bpda}"
+
+
+class CSCDefense(TransformDefense):
     """CSC reconstruction as a PyTorch module, with an identity backward pass (BPDA).
 
     ``CSCDefense(bases)(x)`` equals the pipeline's reconstruction of the
@@ -68,21 +111,15 @@ class CSCDefense(torch.nn.Module):
 
     def __init__(self, bases: BasisSet | str | Path, options: CSCOptions = CSCOptions(), *,
                  bpda: bool = True, batch_size: int | None = None, device: str = "auto"):
-        super().__init__()
+        super().__init__(name="CSC", bpda=bpda)
         self.bases = bases if isinstance(bases, BasisSet) else open_bases(bases)
-        self.options, self.bpda = options, bpda
+        self.options = options
         self.batch_size, self.device = batch_size, device
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(x.shape)}")
-        images = x.detach().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+    def transform(self, images: np.ndarray) -> np.ndarray:
         recs, _, _ = reconstruct_by_cluster(images, self.bases, options=self.options,
                                             batch_size=self.batch_size, device=self.device)
-        out = torch.from_numpy(recs).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
-        if self.bpda and x.requires_grad:
-            return _StraightThrough.apply(x, out)
-        return out
+        return recs
 
     def extra_repr(self) -> str:
         kind = f"{len(self.bases.bases)} clusters" if self.bases.stratified else "one basis"

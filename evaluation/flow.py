@@ -8,11 +8,15 @@
    with each CSC basis, through :func:`flows.reconstruct.reconstruct_dataset`
    on the Dask runtime, into one float32 store per basis (re-running resumes).
 4. Retrain the classifier on each basis's reconstructed training set (the
-   paper's protocol), apply the baseline defenses, and run the adaptive
-   attack (PGD with BPDA through each CSC defense).
-5. Score every (defense, attack) cell with its n and standard error.
+   paper's protocol) and apply the baseline defenses.
+5. Attack every row through its defense (:mod:`evaluation.adaptive`):
+   BPDA-PGD with restarts, then APGD-CE and APGD-DLR through ART on the
+   images it left standing, at the main budget; and BPDA-PGD at every budget
+   of the sweep.  One task per row, budget and chunk of images, on the
+   workers.
+6. Score every (defense, attack) cell with its n and standard error.
 
-Steps 1, 2, 4 and 5 run here, on the client; step 3 runs on the workers.
+Steps 1, 2 and 4 run here, on the client; steps 3 and 5 on the workers.
 """
 
 from __future__ import annotations
@@ -20,22 +24,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
-from distributed import Client
+from distributed import Client, as_completed
 from torch import nn
+from tqdm.auto import tqdm
 
-from evaluation.attacks import attack, bpda_pgd
+from evaluation.adaptive import NEVER, Budget, attack_through_defense
+from evaluation.attacks import attack
 from evaluation.baselines import BASELINES
 from evaluation.classifier import predict, to_tensor, train_classifier
-from evaluation.defense import CSCDefense
+from evaluation.defense import CSCDefense, TransformDefense
 from evaluation.tasks import Task
 from flows.reconstruct import reconstruct_dataset
-from flows.waiting import StopRequested, never, stop_point
+from flows.waiting import StopRequested, each_completed, never, stop_point
 from pipeline.basis import BasisSet
 from pipeline.config import EvaluateConfig
 from pipeline.csc import CSCOptions
@@ -45,7 +52,15 @@ from pipeline.store import read_images
 log = logging.getLogger(__name__)
 
 EPSILONS = {"scenes": (4 / 255, 8 / 255, 16 / 255), "digits": (0.05, 0.1, 0.2)}
-"""L-inf budgets per task; the middle one is the main budget (BPDA, the plots' examples)."""
+"""L-inf budgets per task; the middle one is the main budget (the adaptive attacks, the
+plots' examples)."""
+
+SWEEP = {"scenes": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
+         "digits": (0.025, 0.05, 0.1, 0.2, 0.3, 0.4)}
+"""L-inf budgets of the adaptive sweep per task: from small to where nothing should survive."""
+
+CHUNK = 25
+"""Images per adaptive-attack task: small enough to spread a row over the workers."""
 
 
 @dataclass(frozen=True)
@@ -56,15 +71,28 @@ class EvaluateOptions:
     settings: EvaluateConfig = EvaluateConfig()
     csc: CSCOptions = CSCOptions()
     epsilons: tuple[float, ...] = EPSILONS["scenes"]
+    sweep: tuple[float, ...] = SWEEP["scenes"]
 
     @classmethod
     def for_task(cls, task: str, settings: EvaluateConfig, csc: CSCOptions) -> EvaluateOptions:
         """The task's budgets (the scenes task's for a data set of the user's)."""
-        return cls(settings, csc, EPSILONS.get(task, EPSILONS["scenes"]))
+        known = task if task in EPSILONS else "scenes"
+        return cls(settings, csc, EPSILONS[known], SWEEP[known])
 
     @property
     def main_eps(self) -> float:
         return self.epsilons[len(self.epsilons) // 2]
+
+    @property
+    def budget(self) -> Budget:
+        """The main adaptive attacks' iterations."""
+        s = self.settings
+        return Budget(s.bpda_steps, s.bpda_restarts, s.apgd_steps, s.apgd_restarts)
+
+    @property
+    def sweep_budget(self) -> Budget:
+        """The sweep's BPDA-PGD iterations (no APGD)."""
+        return Budget(self.settings.sweep_steps, self.settings.sweep_restarts, 0, 0)
 
 
 @dataclass
@@ -77,6 +105,13 @@ class Evaluation:
     # the classifier's predictions for the plots: "clean", "adversarial" (main PGD) and,
     # per CSC row, the reconstructed adversarial images
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    # the adaptive attacks, per row: BPDA-PGD's first fooling iterate of each image
+    # (evaluation.adaptive.bpda_pgd) at the main budget, and per sweep budget
+    fooled_at: dict[str, np.ndarray] = field(default_factory=dict)
+    sweep_fooled_at: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    # the test images (indices, sorted) the main adaptive attacks and the sweep ran on
+    adaptive_images: np.ndarray = field(default_factory=lambda: np.arange(0))
+    sweep_images: np.ndarray = field(default_factory=lambda: np.arange(0))
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -87,6 +122,7 @@ class CSCRow:
     reconstructions: dict[str, np.ndarray]  # attack column -> reconstructed images
     correct: dict[tuple[str, str], np.ndarray]  # (row, column) -> per-image correctness
     predictions: np.ndarray  # the original classifier on the main PGD column's reconstructions
+    classifiers: dict[str, nn.Module]  # row -> its classifier (original, retrained)
     seconds: dict[str, float]
 
 
@@ -95,11 +131,24 @@ def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
     columns = [("clean", "none", 0.0)]
     for name in ("fgsm", "pgd"):
         columns += [(f"{name.upper()} {eps_label(e)}", name, e) for e in options.epsilons]
-    return columns + [("DeepFool", "deepfool", 0.0)]
+    main = options.main_eps
+    return columns + [(f"APGD {eps_label(main)}", "autoattack", main),
+                      ("DeepFool", "deepfool", 0.0)]
 
 
-def bpda_column(options: EvaluateOptions) -> str:
-    return f"BPDA-PGD {eps_label(options.main_eps)}"
+def adaptive_columns(options: EvaluateOptions) -> list[str]:
+    """The adaptive attacks at the main budget: BPDA-PGD alone, with APGD after it, and the
+    worst case over every attack at that budget (adaptive and oblivious)."""
+    label = eps_label(options.main_eps)
+    return [f"BPDA-PGD {label}", f"BPDA+APGD {label}", f"worst case {label}"]
+
+
+def sweep_column(eps: float) -> str:
+    return f"BPDA-PGD {eps_label(eps)} sweep"
+
+
+def oblivious_apgd_column(options: EvaluateOptions) -> str:
+    return f"APGD {eps_label(options.main_eps)}"
 
 
 def main_pgd_column(options: EvaluateOptions) -> str:
@@ -148,6 +197,7 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
         if transfer is not None:
             result.correct["transfer control", column] = predict(transfer, images) == y
 
+    attacked = {"none": (model, torch.nn.Identity())}
     for row, basis in bases.items():
         scored = _score_csc_row(client, row, basis, model=model, task=task, sets=result.sets,
                                 options=options, out=out, progress=progress,
@@ -156,13 +206,21 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
         result.correct.update(scored.correct)
         result.predictions[row] = scored.predictions
         result.seconds.update(scored.seconds)
+        defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
+        attacked.update({name: (classifier, defense)
+                         for name, classifier in scored.classifiers.items()})
 
     clock = time.perf_counter()
     for row, defend in BASELINES.items():
         stop_point(stop_requested)
         for column, images in result.sets.items():
             result.correct[row, column] = predict(model, defend(images)) == y
+        attacked[row] = (model, TransformDefense(defend, row))
     result.seconds["baselines"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    _attack_adaptively(client, attacked, task, options, result, progress, stop_requested)
+    result.seconds["adaptive attacks"] = time.perf_counter() - clock
     return result
 
 
@@ -174,9 +232,10 @@ def _attacked_sets(model: nn.Module, task: Task, options: EvaluateOptions,
     sets = {}
     for column, name, eps in attack_columns(options):
         stop_point(stop_requested)
+        steps = options.settings.apgd_steps if name == "autoattack" else options.settings.pgd_steps
         sets[column] = task.test_images if name == "none" else attack(
             model, task.test_images, task.test_labels, name=name, eps=eps, n_classes=n_classes,
-            pgd_steps=options.settings.pgd_steps, seed=options.settings.seed)
+            pgd_steps=steps, seed=options.settings.seed)
     return sets
 
 
@@ -184,7 +243,7 @@ def _score_csc_row(client: Client, row: str, basis: BasisSet, *, model: nn.Modul
                    sets: dict[str, np.ndarray], options: EvaluateOptions, out: Path,
                    progress: bool, stop_requested: StopRequested) -> CSCRow:
     """Reconstruct everything with one basis; score the original classifier and one retrained
-    on the reconstructions, and the adaptive BPDA attack through the defense."""
+    on the reconstructions."""
     settings, y, main = options.settings, task.test_labels, main_pgd_column(options)
     clock, seconds = time.perf_counter(), {}
     train = slice(settings.retrain_images)
@@ -205,20 +264,81 @@ def _score_csc_row(client: Client, row: str, basis: BasisSet, *, model: nn.Modul
     predicted = {(name, column): predict(classifier, images)
                  for name, classifier in classifiers.items() for column, images in recs.items()}
     correct = {cell: labels == y for cell, labels in predicted.items()}
-
-    clock = time.perf_counter()
-    defense = CSCDefense(basis, options.csc, bpda=True, device="cpu")
-    attacked = slice(settings.bpda_images)
-    for name, classifier in classifiers.items():
-        stop_point(stop_requested)
-        correct[name, bpda_column(options)], _ = bpda_pgd(
-            classifier, defense, task.test_images[attacked], y[attacked],
-            eps=options.main_eps, steps=settings.bpda_steps)
-        log.info("%s under %s: %.3f", name, bpda_column(options),
-                 correct[name, bpda_column(options)].mean())
-    seconds[f"BPDA {row}"] = time.perf_counter() - clock
     return CSCRow(reconstructions=recs, correct=correct, predictions=predicted[row, main],
-                  seconds=seconds)
+                  classifiers=classifiers, seconds=seconds)
+
+
+def _attack_adaptively(client: Client, attacked: dict[str, tuple[nn.Module, nn.Module]],
+                       task: Task, options: EvaluateOptions, result: Evaluation,
+                       progress: bool, stop_requested: StopRequested) -> None:
+    """Every row through its defense, on the workers: BPDA-PGD then APGD at the main budget,
+    BPDA-PGD alone at each budget of the sweep; the cells go into ``result``.
+
+    ``attacked`` maps a row to (classifier, defense module); the
+    undefended row's defense is the identity.  One task per (row, budget,
+    chunk of :data:`CHUNK` images), the slow CSC rows first.
+    """
+    settings, main = options.settings, options.main_eps
+    images, labels = task.test_images, task.test_labels
+    jobs = []  # (row, eps or None for the main attacks, start, future)
+    order = sorted(attacked, key=lambda row: not row.startswith("CSC"))
+    shipped = {row: client.scatter(list(attacked[row]), hash=False) for row in order}
+    result.adaptive_images = _subset(len(images), settings.bpda_images, settings.seed)
+    result.sweep_images = _subset(len(images), settings.sweep_images, settings.seed)
+    plan = [(None, main, result.adaptive_images, options.budget),  # None: the main attacks
+            *((eps, eps, result.sweep_images, options.sweep_budget) for eps in options.sweep)]
+    for name, eps, chosen, budget in plan:
+        for row in order:
+            classifier, defense = shipped[row]
+            for start in range(0, len(chosen), CHUNK):
+                part = chosen[start:start + CHUNK]
+                jobs.append((row, name, start, client.submit(
+                    attack_through_defense, classifier, defense, images[part], labels[part],
+                    eps=eps, budget=budget, seed=settings.seed + start, apgd=name is None,
+                    key=f"adaptive-{_slug(row)}-{'main' if name is None else eps_label(eps)}"
+                        f"-{start}-{uuid.uuid4().hex[:8]}")))
+    finished = {}
+    bar = tqdm(total=len(jobs), desc="adaptive attacks", unit="task", disable=not progress)
+    for future in each_completed(as_completed([job[-1] for job in jobs]), stop_requested):
+        finished[future.key] = future.result()
+        bar.update()
+    bar.close()
+    _collect(jobs, finished, options, result)
+
+
+def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
+    """``n`` of ``total`` test images (all for None), drawn with ``seed`` and sorted: the test
+    set is ordered by class, and its first ``n`` would miss classes."""
+    if n is None or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+
+
+def _collect(jobs: list, finished: dict, options: EvaluateOptions, result: Evaluation) -> None:
+    """Join the chunks of each (row, budget) and write their cells into ``result``."""
+    bpda, both, worst = adaptive_columns(options)
+    at_main = [c for c, name, eps in attack_columns(options)
+               if eps == options.main_eps and name != "none"]
+    parts: dict[tuple[str, float | None], list] = {}
+    for row, eps, start, future in jobs:
+        parts.setdefault((row, eps), []).append((start, finished[future.key]))
+    for (row, eps), chunks in parts.items():
+        chunks.sort(key=lambda chunk: chunk[0])
+        fooled_at = np.concatenate([fooled for _, (fooled, _) in chunks])
+        if eps is None:
+            result.fooled_at[row] = fooled_at
+            result.correct[row, bpda] = fooled_at == NEVER
+            result.correct[row, both] = np.concatenate([robust for _, (_, robust) in chunks])
+            # AutoAttack's rule across every attack at this budget: robust only if none fooled it
+            result.correct[row, worst] = np.logical_and.reduce(
+                [result.correct[row, both]] + [result.correct[row, c][result.adaptive_images]
+                                               for c in at_main])
+            log.info("%s: %s %.3f, %s %.3f, %s %.3f", row, bpda,
+                     result.correct[row, bpda].mean(), both, result.correct[row, both].mean(),
+                     worst, result.correct[row, worst].mean())
+        else:
+            result.sweep_fooled_at[row, eps] = fooled_at
+            result.correct[row, sweep_column(eps)] = fooled_at == NEVER
 
 
 def _reconstruct_all(client: Client, name: str, parts: dict[str, np.ndarray], basis: BasisSet,

@@ -7,15 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation import plots
+from evaluation import checks, plots
+from evaluation.adaptive import accuracy_curve
 from evaluation.baselines import BASELINES
 from evaluation.flow import (
     EvaluateOptions,
     Evaluation,
+    adaptive_columns,
     attack_columns,
-    bpda_column,
     eps_label,
     main_pgd_column,
+    oblivious_apgd_column,
+    sweep_column,
 )
 from evaluation.report import lowpass_energy_share, markdown_table, records, write_csv
 from evaluation.tasks import Task
@@ -23,16 +26,37 @@ from pipeline import __version__
 
 
 def table_layout(result: Evaluation, options: EvaluateOptions) -> tuple[list[str], list[str]]:
-    """The table's rows and columns, in order."""
+    """The table's rows and columns, in order: every oblivious attack, then the adaptive ones
+    and the adaptive sweep."""
     csc = list(result.reconstructions)
     rows = ["none", "transfer control", *csc, *(f"{r}, retrained" for r in csc), *BASELINES]
     rows = [row for row in rows if (row, "clean") in result.correct]  # those measured
-    return rows, [c for c, _, _ in attack_columns(options)] + [bpda_column(options)]
+    columns = [c for c, _, _ in attack_columns(options)] + adaptive_columns(options)
+    return rows, columns + [sweep_column(eps) for eps in options.sweep]
+
+
+def summary_columns(options: EvaluateOptions) -> list[str]:
+    """The main table at the main budget: clean, oblivious PGD and APGD, adaptive ones."""
+    return ["clean", main_pgd_column(options), oblivious_apgd_column(options),
+            *adaptive_columns(options)]
+
+
+def sanity_checks(result: Evaluation, options: EvaluateOptions,
+                  rows: list[str]) -> list[checks.Check]:
+    """Convergence, the sweep's largest budget, adaptive <= oblivious on every row."""
+    bpda, both, _ = adaptive_columns(options)
+    labels = {eps: eps_label(eps) for eps in options.sweep}
+    return [*checks.convergence(result.fooled_at, options.budget.iterates),
+            *checks.sweep_reaches_zero(result.sweep_fooled_at, labels),
+            *checks.adaptive_not_weaker(result.correct, rows,
+                                        [(bpda, main_pgd_column(options)),
+                                         (both, oblivious_apgd_column(options))],
+                                        result.adaptive_images)]
 
 
 def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out: Path, *,
                   seconds: float, bases: dict[str, str], command: str = "") -> None:
-    """Table (CSV, Markdown), plots and summary.json in ``out``.
+    """Tables (CSV, Markdown) with the sanity checks and the verdict, plots and summary.json.
 
     ``bases`` maps each CSC row to the basis it used; ``command`` is the
     command line that ran the evaluation, recorded in the summary.
@@ -40,9 +64,75 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
     rows, columns = table_layout(result, options)
     cells = records(result.correct, rows, columns)
     write_csv(cells, out / "results.csv")
-    (out / "results.md").write_text(markdown_table(cells, rows, columns))
+    found = sanity_checks(result, options, rows)
+    worst = adaptive_columns(options)[-1]
+    csc = list(result.reconstructions)
+    verdict = checks.verdict(result.correct, csc_rows=csc, baselines=list(BASELINES),
+                             oblivious=main_pgd_column(options), adaptive=worst,
+                             images=result.adaptive_images, checks=found)
+    (out / "results.md").write_text(report_markdown(cells, rows, columns, options, found,
+                                                    verdict))
+    write_plots(task, result, options, cells, rows, out)
+    settings = options.settings
+    shares = {column: lowpass_energy_share(task.test_images, images, options.csc)
+              for column, images in result.sets.items() if column != "clean"}
+    plots.plot_lowpass_share(shares, out / "lowpass_energy.png")
+    summary = {
+        "task": task.name, "n_train": len(task.train_images), "n_test": len(task.test_images),
+        "epsilons": list(options.epsilons), "sweep_epsilons": list(options.sweep),
+        "pgd_steps": settings.pgd_steps, "adaptive": {
+            "budget": settings.budget, "bpda_steps": settings.bpda_steps,
+            "bpda_restarts": settings.bpda_restarts, "apgd_steps": settings.apgd_steps,
+            "apgd_restarts": settings.apgd_restarts, "bpda_images": settings.bpda_images,
+            "sweep_steps": settings.sweep_steps, "sweep_restarts": settings.sweep_restarts,
+            "sweep_images": settings.sweep_images},
+        "retrain_images": settings.retrain_images, "epochs": settings.epochs,
+        "seed": settings.seed, "csc": options.csc.as_dict(), "bases": bases,
+        "version": __version__,
+        "sanity_checks": [{"ok": c.ok, "text": c.text} for c in found], "verdict": verdict,
+        "lowpass_energy_share_mean": {k: float(np.nanmean(v)) for k, v in shares.items()},
+        "seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},
+                    "total": round(seconds, 1)},
+        "command": command,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
+                    options: EvaluateOptions, found: list[checks.Check], verdict: str) -> str:
+    """results.md: the main table, the sanity checks, the verdict, then every cell."""
+    budget, sweep = options.budget, options.sweep_budget
+    main = summary_columns(options)
+    oblivious = [c for c in columns if c not in main and not c.startswith("BPDA")]
+    swept = [sweep_column(eps) for eps in options.sweep]
+    return "\n".join([
+        f"## At {eps_label(options.main_eps)}: oblivious and adaptive attacks", "",
+        f"Oblivious: made on the undefended classifier (PGD {options.settings.pgd_steps} "
+        f"steps; APGD-CE then APGD-DLR, {budget.apgd_steps} iterations). Adaptive, through "
+        f"each row's defense with the identity as its gradient (BPDA): BPDA-PGD "
+        f"{budget.steps} steps x {budget.restarts} restarts, worst iterate; BPDA+APGD: "
+        f"then APGD-CE and APGD-DLR ({budget.apgd_steps} iterations x "
+        f"{budget.apgd_restarts} restarts, through ART) on the images left standing; worst "
+        f"case: robust only if no attack at {eps_label(options.main_eps)}, oblivious or "
+        "adaptive, fooled it (the defense's robust accuracy).", "",
+        markdown_table(cells, rows, main),
+        "## Sanity checks", "", *(f"- {c.line()}" for c in found), "",
+        "## Verdict", "", verdict, "",
+        "## Every oblivious attack", "", markdown_table(cells, rows, oblivious),
+        f"## Adaptive sweep (BPDA-PGD {sweep.steps} steps x {sweep.restarts} restarts)", "",
+        markdown_table(cells, rows, swept)])
+
+
+def write_plots(task: Task, result: Evaluation, options: EvaluateOptions, cells: list[dict],
+                rows: list[str], out: Path) -> None:
+    """accuracy_vs_eps.png, adaptive_vs_eps.png, adaptive_convergence.png, examples.png."""
     epsilons = [(eps_label(e), e) for e in options.epsilons]
     plots.plot_accuracy_vs_eps(cells, rows, epsilons, out / "accuracy_vs_eps.png")
+    sweep = [(sweep_column(e), e) for e in options.sweep]
+    plots.plot_adaptive_vs_eps(cells, rows, sweep, out / "adaptive_vs_eps.png")
+    iterates = options.budget.iterates
+    curves = {row: accuracy_curve(first, iterates) for row, first in result.fooled_at.items()}
+    plots.plot_convergence(curves, options.budget.steps + 1, out / "adaptive_convergence.png")
     main, csc = main_pgd_column(options), list(result.reconstructions)[-1]
     shown = np.linspace(0, len(task.test_images) - 1, 8).astype(int)  # across the classes
     plots.plot_attack_examples(
@@ -51,20 +141,3 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
         {"clean": result.predictions["clean"][shown],
          "adversarial": result.predictions["adversarial"][shown],
          "reconstructed": result.predictions[csc][shown]}, task.classes, out / "examples.png")
-    shares = {column: lowpass_energy_share(task.test_images, images, options.csc)
-              for column, images in result.sets.items() if column != "clean"}
-    plots.plot_lowpass_share(shares, out / "lowpass_energy.png")
-    settings = options.settings
-    summary = {
-        "task": task.name, "n_train": len(task.train_images), "n_test": len(task.test_images),
-        "epsilons": list(options.epsilons), "pgd_steps": settings.pgd_steps,
-        "bpda_steps": settings.bpda_steps, "bpda_images": settings.bpda_images,
-        "retrain_images": settings.retrain_images, "epochs": settings.epochs,
-        "seed": settings.seed, "csc": options.csc.as_dict(), "bases": bases,
-        "version": __version__,
-        "lowpass_energy_share_mean": {k: float(np.nanmean(v)) for k, v in shares.items()},
-        "seconds": {**{k: round(v, 1) for k, v in result.seconds.items()},
-                    "total": round(seconds, 1)},
-        "command": command,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

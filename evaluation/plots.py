@@ -1,4 +1,5 @@
-"""PNG figures of the evaluation: accuracy against epsilon, examples, low-pass share.
+"""PNG figures of the evaluation: accuracy against epsilon (oblivious and adaptive), the
+adaptive attack's convergence, examples, low-pass share.
 
 Plain functions from arrays and table cells to a PNG file (matplotlib's Agg
 backend: no display needed).
@@ -40,6 +41,54 @@ def plot_accuracy_vs_eps(cells: list[dict], rows: list[str], epsilons: list[tupl
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[1].legend(fontsize=7, loc="upper right")
+    _save(fig, path)
+
+
+def plot_adaptive_vs_eps(cells: list[dict], rows: list[str], sweep: list[tuple[str, float]],
+                         path: str | Path) -> None:
+    """Adaptive (BPDA-PGD) accuracy against the L-inf budget, every row; ``sweep`` lists
+    (column, eps) pairs, a column named "BPDA-PGD <eps label> sweep".  Every curve should
+    fall to about zero at the largest budget."""
+    by_cell = {(c["defense"], c["attack"]): c for c in cells}
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for row in rows:
+        points = [(eps, by_cell[row, column]) for column, eps in sweep
+                  if (row, column) in by_cell]
+        if len(points) < 2:
+            continue
+        ax.errorbar([eps for eps, _ in points], [c["accuracy"] for _, c in points],
+                    yerr=[c["se"] for _, c in points], marker="o", capsize=2, label=row,
+                    linestyle="--" if "retrained" in row else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([eps for _, eps in sweep], [column.split()[1] for column, _ in sweep])
+    ax.minorticks_off()
+    ax.set_title("Adaptive attack through each defense (BPDA-PGD)")
+    ax.set_xlabel("epsilon (L-inf)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    _save(fig, path)
+
+
+def plot_convergence(curves: dict[str, np.ndarray], per_restart: int, path: str | Path) -> None:
+    """Accuracy after each iterate of BPDA-PGD, every row (``curves``: row -> (I + 1,) from
+    :func:`evaluation.adaptive.accuracy_curve`); dotted lines mark the restarts, every
+    ``per_restart`` iterates.  A converged attack is flat at its end."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for row, curve in curves.items():
+        ax.plot(np.arange(len(curve)), curve, label=row,
+                linestyle="--" if "retrained" in row else "-")
+    iterates = max(len(c) for c in curves.values()) - 1
+    for start in range(1, iterates, per_restart):
+        ax.axvline(start, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_title("Convergence of the adaptive attack (0: clean; dotted: restarts)")
+    ax.set_xlabel("iterate")
+    ax.set_ylabel("accuracy (no iterate so far fooled it)")
+    ax.set_ylim(-0.02, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
     _save(fig, path)
 
 

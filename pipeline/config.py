@@ -135,10 +135,18 @@ class EvaluateConfig:
     transfer control.  The per-cluster CSC row uses the config's ``basis``;
     the one-basis row uses ``one_basis``.  ``test_images`` is n of every
     cell; ``train_images`` the classifier's training set; ``epochs`` its
-    training; ``pgd_steps`` and ``bpda_steps`` the attacks' iterations;
-    ``bpda_images`` and ``retrain_images`` (null: all) the test images under
-    the slow BPDA attack and the training images reconstructed to retrain on.
-    ``out`` is the output folder (null: ``outputs/evaluate/<name>``).
+    training; ``pgd_steps`` the oblivious PGD's iterations;
+    ``retrain_images`` (null: all) the training images reconstructed to
+    retrain on; ``out`` the output folder (null: ``outputs/evaluate/<name>``).
+
+    The adaptive attacks (:mod:`evaluation.adaptive`) run on every row, on
+    the first ``bpda_images`` test images (null: all): BPDA-PGD with
+    ``bpda_steps`` x ``bpda_restarts``, then APGD-CE and APGD-DLR with
+    ``apgd_steps`` x ``apgd_restarts`` on the images it left standing; the
+    sweep over epsilon uses BPDA-PGD with ``sweep_steps`` x
+    ``sweep_restarts`` on the first ``sweep_images`` (null: all).
+    ``budget: full`` raises every one of these to at least the literature's
+    budget (:data:`FULL_BUDGET`: 100 steps x 5 restarts, every image).
     """
 
     task: Literal["scenes", "digits"] | None = None
@@ -149,15 +157,36 @@ class EvaluateConfig:
     train_images: int = 2000
     epochs: int = 10
     pgd_steps: int = 20
-    bpda_steps: int = 10
+    bpda_steps: int = 100
+    bpda_restarts: int = 5
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
+    sweep_steps: int = 20
+    sweep_restarts: int = 1
     bpda_images: int | None = None
+    sweep_images: int | None = 100
+    budget: Literal["default", "full"] = "default"
     retrain_images: int | None = None
     seed: int = 0
     out: str | None = None
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "test_images", "train_images", "epochs", "pgd_steps", "bpda_steps",
-                  "bpda_images", "retrain_images")
+                  "bpda_restarts", "apgd_steps", "apgd_restarts", "sweep_steps",
+                  "sweep_restarts", "bpda_images", "sweep_images", "retrain_images")
+        if self.budget == "full":
+            for name, least in FULL_BUDGET.items():
+                value = getattr(self, name)
+                if least is None or value is None:
+                    object.__setattr__(self, name, None)  # frozen; every image
+                else:
+                    object.__setattr__(self, name, max(value, least))
+
+
+FULL_BUDGET = {"bpda_steps": 100, "bpda_restarts": 5, "apgd_steps": 100, "apgd_restarts": 5,
+               "sweep_steps": 100, "sweep_restarts": 5, "bpda_images": None,
+               "sweep_images": None}
+"""``evaluate.budget: full``: the adaptive attacks' least budgets (None: every test image)."""
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,20 @@
 The evaluation's command (the measuring itself is the ``evaluation``
 package).  ``scenes`` (the default) and ``digits`` are built-in tasks made of
 data that installed packages ship: the command trains a small CNN, attacks it
-(FGSM, PGD, DeepFool through ART), defends the attacked images (CSC with one
-basis and with a basis set, each with the original and a retrained
-classifier; JPEG, median, bit depth, TV), adds a transfer control and the
-adaptive BPDA attack, and writes into the output folder:
+(FGSM, PGD, APGD, DeepFool through ART), defends the attacked images (CSC with
+one basis and with a basis set, each with the original and a retrained
+classifier; JPEG, median, bit depth, TV), adds a transfer control, attacks
+every row adaptively through its defense (BPDA-PGD with restarts, then APGD
+through ART; and a sweep over epsilon), checks its own numbers (convergence,
+accuracy near zero at the largest epsilon, adaptive <= oblivious) and writes
+into the output folder:
 
 - ``results.csv`` (one row per cell: defense, attack, accuracy, se, n) and
-  ``results.md`` (the table);
-- ``accuracy_vs_eps.png``, ``examples.png``, ``lowpass_energy.png``;
-- ``summary.json`` (settings, timings, low-pass shares);
+  ``results.md`` (the main table, the sanity checks, a verdict written from
+  the numbers, every cell);
+- ``accuracy_vs_eps.png``, ``adaptive_vs_eps.png``,
+  ``adaptive_convergence.png``, ``examples.png``, ``lowpass_energy.png``;
+- ``summary.json`` (settings, timings, checks, verdict, low-pass shares);
 - ``stores/``: the reconstructions (Zarr; a re-run resumes from them).
 
 ``python -m pipeline.evaluate cifar10 --classifier model.pt2`` does the same
@@ -48,7 +53,8 @@ SHORTCUTS = {
     "out": "evaluate.out", "one_basis": "evaluate.one_basis", "basis_set": "basis",
     "test_images": "evaluate.test_images", "train_images": "evaluate.train_images",
     "epochs": "evaluate.epochs", "pgd_steps": "evaluate.pgd_steps",
-    "bpda_steps": "evaluate.bpda_steps", "bpda_images": "evaluate.bpda_images",
+    "bpda_steps": "evaluate.bpda_steps", "bpda_restarts": "evaluate.bpda_restarts",
+    "bpda_images": "evaluate.bpda_images", "budget": "evaluate.budget",
     "retrain_images": "evaluate.retrain_images", "seed": "evaluate.seed",
 }
 
@@ -78,10 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "(evaluate.train_images; digits has at most 1597)")
     flags.add_argument("--epochs", type=int, help="classifier epochs (evaluate.epochs)")
     flags.add_argument("--pgd-steps", type=int, help="PGD iterations (evaluate.pgd_steps)")
-    flags.add_argument("--bpda-steps", type=int, help="BPDA-PGD iterations "
-                       "(evaluate.bpda_steps)")
-    flags.add_argument("--bpda-images", type=int, help="test images under the BPDA attack "
-                       "(evaluate.bpda_images; default all)")
+    flags.add_argument("--bpda-steps", type=int, help="steps of the adaptive BPDA-PGD per "
+                       "restart (evaluate.bpda_steps)")
+    flags.add_argument("--bpda-restarts", type=int, help="random restarts of the adaptive "
+                       "BPDA-PGD (evaluate.bpda_restarts)")
+    flags.add_argument("--bpda-images", type=int, help="test images under the adaptive "
+                       "attacks (evaluate.bpda_images; a seeded draw across the classes)")
+    flags.add_argument("--budget", choices=("default", "full"), help="full: at least the "
+                       "literature's budgets for every adaptive attack, 100 steps x 5 "
+                       "restarts on every test image (evaluate.budget; slow)")
     flags.add_argument("--retrain-images", type=int, help="training images reconstructed to "
                        "retrain on (evaluate.retrain_images; default all)")
     flags.add_argument("--seed", type=int, help="seed of data, training and attacks "

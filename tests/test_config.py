@@ -40,6 +40,19 @@ def test_learn_and_evaluate_sections_are_read_and_checked_like_the_rest(tmp_path
         load_config("sample", ["evaluate.task=cifar"])
     with pytest.raises(ConfigError, match="evaluate.bpda_images must be >= 1 or null, got 0"):
         load_config("sample", ["evaluate.bpda_images=0"])
+    with pytest.raises(ConfigError, match="evaluate.budget must be one of 'default', 'full'"):
+        load_config("sample", ["evaluate.budget=max"])
+
+
+def test_the_full_budget_raises_every_adaptive_attack_to_the_literatures():
+    small = ["evaluate.bpda_steps=10", "evaluate.bpda_images=50", "evaluate.apgd_steps=300"]
+    settings = load_config("scenes", small).evaluate
+    assert (settings.bpda_steps, settings.bpda_images, settings.apgd_steps) == (10, 50, 300)
+    full = load_config("scenes", [*small, "evaluate.budget=full"]).evaluate
+    assert (full.bpda_steps, full.bpda_restarts, full.apgd_steps, full.apgd_restarts) == (
+        100, 5, 300, 5)  # raised to the literature's, never lowered
+    assert (full.sweep_steps, full.sweep_restarts) == (100, 5)
+    assert full.bpda_images is None and full.sweep_images is None  # every test image
 
 
 def test_a_configs_folder_where_the_command_runs_is_used_only_when_named(tmp_path,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from evaluation.classifier import SmallCNN, to_tensor
 from evaluation.defense import CSCDefense
-from evaluation.flow import EPSILONS, EvaluateOptions, evaluate
+from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, evaluate
 from evaluation.tasks import digits, scenes
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, open_bases
@@ -65,15 +65,16 @@ def test_bpda_gradient_is_the_classifiers_gradient_at_the_reconstruction(patches
 
 def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it(patches):
     from art.attacks.evasion import FastGradientMethod
+    from art.estimators.classification import PyTorchClassifier
 
     from evaluation.art_adapter import CSCPreprocessor
-    from evaluation.attacks import art_classifier
 
     images, labels = patches
     torch.manual_seed(0)
     model = SmallCNN().eval()
-    defended = art_classifier(model, n_classes=10, size=32,
-                              defences=[CSCPreprocessor(DEFAULT_BASIS)])
+    defended = PyTorchClassifier(model, loss=torch.nn.CrossEntropyLoss(),
+                                 input_shape=(3, 32, 32), nb_classes=10, clip_values=(0, 1),
+                                 preprocessing_defences=[CSCPreprocessor(DEFAULT_BASIS)])
     x = to_tensor(images).numpy()
     expected = model(CSCDefense(DEFAULT_BASIS)(torch.from_numpy(x))).argmax(1).numpy()
     np.testing.assert_array_equal(defended.predict(x).argmax(1), expected)
@@ -102,17 +103,20 @@ def workers():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["scenes", "digits"])
 def test_small_seeded_run_of_each_task(workers, name, tmp_path):
-    from evaluation.outputs import table_layout, write_outputs
+    from evaluation.outputs import sanity_checks, table_layout, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
-    # Smaller than the command's defaults: 500 images to retrain on, BPDA on 20 images.
-    settings = EvaluateConfig(pgd_steps=10, bpda_steps=3, epochs=10, retrain_images=500,
-                              bpda_images=20)
-    options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name])
+    # Smaller than the command's defaults: 1000 images to retrain on, the adaptive attacks
+    # on 40 images with 10 steps x 2 restarts, the sweep with 10 steps on 40 images.
+    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=1000, bpda_images=40,
+                              bpda_steps=10, bpda_restarts=2, apgd_steps=10, sweep_steps=10,
+                              sweep_images=40)
+    options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
     bases = {"CSC one basis": open_bases(DEFAULT_BASIS),
              "CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
-    main = f"PGD {'8/255' if name == 'scenes' else '0.1'}"
+    label = "8/255" if name == "scenes" else "0.1"
+    main = f"PGD {label}"
 
     def accuracy(row, column):
         return float(np.mean(result.correct[row, column]))
@@ -126,19 +130,44 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     assert rows == ["none", "transfer control", "CSC one basis", "CSC per-cluster",
                     "CSC one basis, retrained", "CSC per-cluster, retrained", "JPEG q75",
                     "median 3x3", "bit depth 3", "TV"]
-    assert columns[0] == "clean" and columns[-1].startswith("BPDA-PGD")
-    assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "DeepFool", "BPDA-PGD"}
+    assert columns[:2] == ["clean", "FGSM " + EPSILONS_LABELS[name][0]]
+    assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "APGD", "DeepFool",
+                                               "BPDA-PGD", "BPDA+APGD", "worst"}
+
+    # The adaptive attacks: on every row but the transfer control, on the same 40 images.
+    adaptive = [row for row in rows if row != "transfer control"]
+    assert sorted(result.fooled_at) == sorted(adaptive)
+    assert len(result.adaptive_images) == 40 and len(set(task.test_labels[
+        result.adaptive_images])) == len(task.classes)  # a draw across the classes
+    for row in adaptive:
+        bpda, both, worst = (result.correct[row, f"{kind} {label}"]
+                             for kind in ("BPDA-PGD", "BPDA+APGD", "worst case"))
+        assert np.all(both <= bpda) and np.all(worst <= both)  # each adds attacks
+    checks = sanity_checks(result, options, rows)
+    not_weaker = [c for c in checks if " <= " in c.text or " > " in c.text]
+    largest = [c for c in checks if "at " + SWEEP_LABELS[name] in c.text]
+    assert len(not_weaker) == 2 * len(adaptive) and len(largest) == len(adaptive)
+    for check in not_weaker + largest:  # adaptive <= oblivious; ~0 at the largest budget
+        assert check.ok, check.text
 
     write_outputs(task, result, options, tmp_path, seconds=1.0, bases={})
-    table = (tmp_path / "results.md").read_text()
-    for text in rows + columns:
-        assert text in table
+    report = (tmp_path / "results.md").read_text()
+    for text in rows + columns + ["## Sanity checks", "## Verdict"]:
+        assert text in report
+    assert "sanity checks passed" in report or "sanity checks failed" in report
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + 10 * (len(columns) - 1) + 4  # BPDA: the four CSC rows
-    for plot in ("accuracy_vs_eps.png", "examples.png", "lowpass_energy.png"):
+    oblivious = len([c for c in columns if c.split()[0] not in ("BPDA-PGD", "BPDA+APGD",
+                                                                "worst")])
+    assert len(csv_lines) == 1 + 10 * oblivious + 9 * (len(columns) - oblivious)
+    for plot in ("accuracy_vs_eps.png", "adaptive_vs_eps.png", "adaptive_convergence.png",
+                 "examples.png", "lowpass_energy.png"):
         with Image.open(tmp_path / plot) as image:
             pixels = np.asarray(image.convert("L"))
         assert pixels.shape[0] > 200 and pixels.std() > 10  # drawn, not blank
+
+
+EPSILONS_LABELS = {"scenes": ["4/255"], "digits": ["0.05"]}
+SWEEP_LABELS = {"scenes": "64/255", "digits": "0.4"}
 
 
 @pytest.mark.slow
@@ -162,7 +191,9 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
 
     common = ["--out", str(tmp_path / "out"), "--test-images", "8", "--pgd-steps", "2",
-              "--bpda-steps", "1", "--workers", "2", "--dashboard-address", "127.0.0.1:0"]
+              "--bpda-steps", "1", "--set", "evaluate.bpda_restarts=1", "--set",
+              "evaluate.apgd_steps=2", "--set", "evaluate.sweep_steps=1", "--workers", "2",
+              "--dashboard-address", "127.0.0.1:0"]
     assert main([str(tmp_path / "mine.yaml"), *common]) == 2
     assert "evaluating your own data needs your classifier" in capsys.readouterr().err
     assert main([str(tmp_path / "mine.yaml"), "--classifier", "nowhere.pt", *common]) == 2
@@ -173,7 +204,7 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     table = (tmp_path / "out" / "results.md").read_text()
     capsys.readouterr()
     assert main(mine) == 0  # the same attacks again: the reconstructions are reused
-    assert capsys.readouterr().err.count("resuming: 64 of 64 images already done") == 2
+    assert capsys.readouterr().err.count("resuming: 72 of 72 images already done") == 2
     assert "| none |" in table and "| CSC per-cluster |" in table and "| TV |" in table
     assert "retrained" not in table and "transfer control" not in table
     assert "n = 8 test images per cell" in table
