@@ -140,7 +140,7 @@ class EvaluateConfig:
     retrain on; ``out`` the output folder (null: ``outputs/evaluate/<name>``).
 
     The adaptive attacks (:mod:`evaluation.adaptive`) run on every row, on
-    the first ``bpda_images`` test images (null: all): BPDA-PGD with
+    ``bpda_images`` test images (a seeded draw; null: all): BPDA-PGD with
     ``bpda_steps`` x ``bpda_restarts``, then APGD-CE and APGD-DLR with
     ``apgd_steps`` x ``apgd_restarts`` on the images it left standing; the
     sweep over epsilon uses BPDA-PGD with ``sweep_steps`` x
@@ -157,14 +157,14 @@ class EvaluateConfig:
     train_images: int = 2000
     epochs: int = 10
     pgd_steps: int = 20
-    bpda_steps: int = 100
-    bpda_restarts: int = 5
-    apgd_steps: int = 100
+    bpda_steps: int = 50
+    bpda_restarts: int = 2
+    apgd_steps: int = 25
     apgd_restarts: int = 1
     sweep_steps: int = 20
     sweep_restarts: int = 1
-    bpda_images: int | None = None
-    sweep_images: int | None = 100
+    bpda_images: int | None = 100
+    sweep_images: int | None = 50
     budget: Literal["default", "full"] = "default"
     retrain_images: int | None = None
     seed: int = 0
