@@ -39,9 +39,12 @@ def write_csv(cells: list[dict], path: str | Path) -> None:
 
 
 def markdown_table(cells: list[dict], rows: list[str], columns: list[str]) -> str:
-    """Rows x columns of "accuracy ± se"; "—" where a cell was not measured."""
+    """Rows x columns of "accuracy ± se"; "—" where a cell was not measured, and no line for a
+    row with no cell in these columns."""
     by_cell = {(c["defense"], c["attack"]): c for c in cells}
-    ns = sorted({c["n"] for c in cells})
+    rows = [row for row in rows if any((row, col) in by_cell for col in columns)]
+    ns = sorted({by_cell[row, col]["n"] for row in rows for col in columns
+                 if (row, col) in by_cell})
     lines = ["| defense | " + " | ".join(columns) + " |",
              "|---|" + "---|" * len(columns)]
     for row in rows:

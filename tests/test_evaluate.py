@@ -106,14 +106,13 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     from evaluation.outputs import sanity_checks, table_layout, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
-    # Smaller than the command's defaults: 1000 images to retrain on, the adaptive attacks
-    # on 40 images with 10 steps x 2 restarts, the sweep with 10 steps on 40 images.
-    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=1000, bpda_images=40,
-                              bpda_steps=10, bpda_restarts=2, apgd_steps=10, sweep_steps=10,
-                              sweep_images=40)
+    # Smaller than the command's defaults: one basis set, 1000 images to retrain on, the
+    # adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep with 10 steps.
+    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=1000, bpda_images=20,
+                              bpda_steps=20, bpda_restarts=2, apgd_steps=5, sweep_steps=10,
+                              sweep_images=20)
     options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
-    bases = {"CSC one basis": open_bases(DEFAULT_BASIS),
-             "CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
+    bases = {"CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
     label = "8/255" if name == "scenes" else "0.1"
     main = f"PGD {label}"
@@ -127,18 +126,17 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
         assert accuracy(row, main) - accuracy("none", main) >= 0.05
         assert abs(accuracy(row, "clean") - accuracy("none", "clean")) <= 0.06
     rows, columns = table_layout(result, options)
-    assert rows == ["none", "transfer control", "CSC one basis", "CSC per-cluster",
-                    "CSC one basis, retrained", "CSC per-cluster, retrained", "JPEG q75",
-                    "median 3x3", "bit depth 3", "TV"]
+    assert rows == ["none", "transfer control", "CSC per-cluster",
+                    "CSC per-cluster, retrained", "JPEG q75", "median 3x3", "bit depth 3", "TV"]
     assert columns[:2] == ["clean", "FGSM " + EPSILONS_LABELS[name][0]]
     assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "APGD", "DeepFool",
                                                "BPDA-PGD", "BPDA+APGD", "worst"}
 
-    # The adaptive attacks: on every row but the transfer control, on the same 40 images.
+    # The adaptive attacks: on every row but the transfer control, on the same 20 images.
     adaptive = [row for row in rows if row != "transfer control"]
     assert sorted(result.fooled_at) == sorted(adaptive)
-    assert len(result.adaptive_images) == 40 and len(set(task.test_labels[
-        result.adaptive_images])) == len(task.classes)  # a draw across the classes
+    assert len(result.adaptive_images) == 20
+    assert len(set(task.test_labels[result.adaptive_images])) >= 6  # a draw across classes
     for row in adaptive:
         bpda, both, worst = (result.correct[row, f"{kind} {label}"]
                              for kind in ("BPDA-PGD", "BPDA+APGD", "worst case"))
@@ -158,7 +156,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     oblivious = len([c for c in columns if c.split()[0] not in ("BPDA-PGD", "BPDA+APGD",
                                                                 "worst")])
-    assert len(csv_lines) == 1 + 10 * oblivious + 9 * (len(columns) - oblivious)
+    assert len(csv_lines) == 1 + 8 * oblivious + 7 * (len(columns) - oblivious)
     for plot in ("accuracy_vs_eps.png", "adaptive_vs_eps.png", "adaptive_convergence.png",
                  "examples.png", "lowpass_energy.png"):
         with Image.open(tmp_path / plot) as image:
