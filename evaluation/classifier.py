@@ -7,8 +7,11 @@ boundary, as everywhere in the project; the network itself takes PyTorch's
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
+from distributed.protocol import dask_deserialize, dask_serialize
 from torch import nn
 
 from pipeline.errors import UserError
@@ -90,16 +93,13 @@ def load_classifier(spec: str) -> nn.Module:
     import importlib
     from pathlib import Path
 
-    if Path(spec).is_file() and spec.endswith(".pt2"):
-        try:
-            return torch.export.load(spec).module()
-        except Exception as err:  # torch raises many types for a bad archive
-            raise ClassifierError(f"{spec}: not an exported classifier ({err})") from None
     if Path(spec).is_file():
+        kind = "export" if spec.endswith(".pt2") else "torchscript"
         try:
-            model = torch.jit.load(spec, map_location="cpu")
-        except Exception as err:  # torch raises RuntimeError and others for a bad archive
-            raise ClassifierError(f"{spec}: not a TorchScript classifier ({err})") from None
+            return ArchivedClassifier(Path(spec).read_bytes(), kind)
+        except Exception as err:  # torch raises many types for a bad archive
+            what = "an exported" if kind == "export" else "a TorchScript"
+            raise ClassifierError(f"{spec}: not {what} classifier ({err})") from None
     elif ":" in spec:
         module_name, _, function = spec.partition(":")
         try:
@@ -112,3 +112,38 @@ def load_classifier(spec: str) -> nn.Module:
         raise ClassifierError(f"{spec}: no such file; give a TorchScript file or "
                          "package.module:function")
     return model.eval()
+
+
+class ArchivedClassifier(nn.Module):
+    """A classifier loaded from a ``torch.export`` or TorchScript archive (``kind``: "export"
+    or "torchscript"), in eval mode on the CPU.
+
+    It pickles as its archive's bytes, not as the loaded module (which
+    neither format can be pickled as), so the evaluation can send it to
+    Dask workers that do not share the file it came from.
+    """
+
+    def __init__(self, archive: bytes, kind: str):
+        super().__init__()
+        self.archive, self.kind = archive, kind
+        if kind == "export":
+            self.model = torch.export.load(io.BytesIO(archive)).module()
+        else:
+            self.model = torch.jit.load(io.BytesIO(archive), map_location="cpu").eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def __reduce__(self):
+        return ArchivedClassifier, (self.archive, self.kind)
+
+
+@dask_serialize.register(ArchivedClassifier)
+def _serialize_archived(model: ArchivedClassifier) -> tuple[dict, list[bytes]]:
+    # Dask serializes other modules attribute by attribute, which a loaded archive refuses.
+    return {"kind": model.kind}, [model.archive]
+
+
+@dask_deserialize.register(ArchivedClassifier)
+def _deserialize_archived(header: dict, frames: list) -> ArchivedClassifier:
+    return ArchivedClassifier(bytes(frames[0]), header["kind"])
