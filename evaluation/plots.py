@@ -62,12 +62,8 @@ def plot_adaptive_vs_eps(cells: list[dict], rows: list[str], sweep: list[tuple[s
     ax.set_xscale("log", base=2)
     ax.set_xticks([eps for _, eps in sweep], [column.split()[1] for column, _ in sweep])
     ax.minorticks_off()
-    ax.set_title("Adaptive attack through each defense (BPDA-PGD)")
-    ax.set_xlabel("epsilon (L-inf)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    _label_accuracy(ax, "Adaptive attack through each defense (BPDA-PGD)",
+                    "epsilon (L-inf)", "accuracy")
     _save(fig, path)
 
 
@@ -83,13 +79,19 @@ def plot_convergence(curves: dict[str, np.ndarray], per_restart: int, path: str 
     for start in range(1, iterates, per_restart):
         ax.axvline(start, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xscale("symlog", linthresh=10)
-    ax.set_title("Convergence of the adaptive attack (0: clean; dotted: restarts)")
-    ax.set_xlabel("iterate")
-    ax.set_ylabel("accuracy (no iterate so far fooled it)")
+    _label_accuracy(ax, "Convergence of the adaptive attack (0: clean; dotted: restarts)",
+                    "iterate", "accuracy (no iterate so far fooled it)")
+    _save(fig, path)
+
+
+def _label_accuracy(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Titles, an accuracy axis from 0 to 1, grid and legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    _save(fig, path)
 
 
 def plot_attack_examples(clean: np.ndarray, adversarial: np.ndarray,
