@@ -11,12 +11,13 @@ gradient (BPDA, Athalye et al. 2018):
   the worst restart decides).  An image is dropped from the batch as soon as
   it is fooled, so a converged attack costs little: the budget is spent on
   the images that resist.
-- :func:`apgd_through`: ART's ``AutoProjectedGradientDescent`` (Croce and
+- :func:`apgd_images`: ART's ``AutoProjectedGradientDescent`` (Croce and
   Hein 2020; cross-entropy or DLR loss) on a ``PyTorchClassifier`` whose
   preprocessing defence is the defense (:mod:`evaluation.art_adapter`), the
   way a user of ART attacks it.
-- :func:`adaptive_autoattack`: BPDA-PGD, then APGD-CE, then APGD-DLR, each on
-  the images the ones before left standing (AutoAttack's rule).
+- :func:`apgd_ce_then_dlr`: APGD-CE, then APGD-DLR, each on the images the
+  attacks before left standing (AutoAttack's rule); after BPDA-PGD, the
+  evaluation's BPDA+APGD (:func:`adaptive_autoattack`).
 
 Images are (N, H, W, 3) float32 in [0, 1]; epsilons are L-inf in that range.
 Each function returns, per image, the first iterate at which the defended
@@ -102,26 +103,18 @@ def bpda_pgd(model: nn.Module, defense: nn.Module, images: np.ndarray, labels: n
     return fooled_at
 
 
-def apgd_through(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
-                 labels: np.ndarray, *, eps: float, loss: str, steps: int, restarts: int = 1,
-                 seed: int = 0) -> np.ndarray:
+def apgd_images(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
+                labels: np.ndarray, *, eps: float, loss: str, steps: int, restarts: int = 1,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """ART's APGD (``loss``: "cross_entropy" or "difference_logits_ratio") through ``defense``.
 
     The defense is ART's preprocessing defence of the attacked
     ``PyTorchClassifier`` (a CSC defense through
     :class:`evaluation.art_adapter.CSCPreprocessor`, others through
     :class:`~evaluation.art_adapter.DefensePreprocessor`; None: undefended).
-    Returns (N,) bool: True where the defended classifier is still right on
-    the adversarial image ART returns.
+    Returns the adversarial images ART made (N, H, W, 3) and (N,) bool, True
+    where the defended classifier is still right on them.
     """
-    return apgd_images(model, defense, images, labels, eps=eps, loss=loss, steps=steps,
-                       restarts=restarts, seed=seed)[1]
-
-
-def apgd_images(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
-                labels: np.ndarray, *, eps: float, loss: str, steps: int, restarts: int = 1,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`apgd_through`, also returning the adversarial images (N, H, W, 3)."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
     from evaluation.art_adapter import art_classifier
@@ -139,24 +132,36 @@ def apgd_images(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
     return adversarial.transpose(0, 2, 3, 1).astype(np.float32), still_right
 
 
+def apgd_ce_then_dlr(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
+                     labels: np.ndarray, standing: np.ndarray, *, eps: float, steps: int,
+                     restarts: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """APGD-CE, then APGD-DLR (3 classes or more), through ``defense``, each on the images
+    still ``standing`` (N,) bool (AutoAttack's rule).
+
+    Returns ``(adversarial, robust)``: each image's adversarial version (the
+    first that fooled it, else the last loss's; ``images`` where no attack
+    ran) and the (N,) bool still standing after both losses.
+    """
+    adversarial, robust = images.copy(), np.asarray(standing, bool).copy()
+    for loss in apgd_losses(_n_classes(model, images)):
+        chosen = np.flatnonzero(robust)
+        if not len(chosen):
+            break
+        adversarial[chosen], robust[chosen] = apgd_images(
+            model, defense, images[chosen], labels[chosen], eps=eps, loss=loss, steps=steps,
+            restarts=restarts, seed=seed)
+    return adversarial, robust
+
+
 def adaptive_autoattack(model: nn.Module, defense: nn.Module | None, images: np.ndarray,
                         labels: np.ndarray, robust: np.ndarray, *, eps: float, budget: Budget,
                         seed: int = 0) -> np.ndarray:
-    """APGD-CE, then APGD-DLR (3 classes or more), through ``defense`` on the images still
-    ``robust`` (N,) bool.
-
-    ``robust`` is what the attacks before left standing (BPDA-PGD's
-    survivors); returns the (N,) bool still standing after both losses.
-    """
-    robust = np.asarray(robust, bool).copy()
-    for loss in apgd_losses(_n_classes(model, images)):
-        standing = np.flatnonzero(robust)
-        if not len(standing):
-            break
-        robust[standing] = apgd_through(model, defense, images[standing], labels[standing],
-                                        eps=eps, loss=loss, steps=budget.apgd_steps,
-                                        restarts=budget.apgd_restarts, seed=seed)
-    return robust
+    """:func:`apgd_ce_then_dlr` with the budget's APGD iterations, on the images still
+    ``robust`` (N,) bool after the attacks before (BPDA-PGD's survivors); returns the (N,)
+    bool still standing."""
+    return apgd_ce_then_dlr(model, defense, images, labels, robust, eps=eps,
+                            steps=budget.apgd_steps, restarts=budget.apgd_restarts,
+                            seed=seed)[1]
 
 
 def accuracy_curve(fooled_at: np.ndarray, iterates: int) -> np.ndarray:

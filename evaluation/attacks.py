@@ -32,7 +32,10 @@ def attack(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, name: st
     2020), the second on the images the first left correctly classified.
     """
     if name == "autoattack":
-        return _apgd_ce_then_dlr(model, images, labels, eps=eps, steps=pgd_steps, seed=seed)
+        from evaluation.adaptive import apgd_ce_then_dlr
+
+        return apgd_ce_then_dlr(model, None, images, labels, np.ones(len(images), bool),
+                                eps=eps, steps=pgd_steps, seed=seed)[0]
     from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
 
     from evaluation.art_adapter import art_classifier
@@ -54,23 +57,3 @@ def attack(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, name: st
     x = to_tensor(images).numpy()
     adversarial = method.generate(x=x, y=np.asarray(labels))
     return np.clip(adversarial.transpose(0, 2, 3, 1), 0.0, 1.0).astype(np.float32)
-
-
-def _apgd_ce_then_dlr(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, eps: float,
-                      steps: int, seed: int) -> np.ndarray:
-    """AutoAttack's two APGD runs on the undefended ``model``: each image keeps the first
-    adversarial version that fools it (or DLR's, if none does)."""
-    from evaluation.adaptive import apgd_images, apgd_losses
-
-    adversarial = images.copy()
-    robust = np.ones(len(images), bool)
-    with torch.no_grad():
-        n_classes = int(model(to_tensor(images[:1])).shape[1])
-    for loss in apgd_losses(n_classes):
-        standing = np.flatnonzero(robust)
-        if not len(standing):
-            break
-        made, still = apgd_images(model, None, images[standing], labels[standing], eps=eps,
-                                  loss=loss, steps=steps, seed=seed)
-        adversarial[standing], robust[standing] = made, still
-    return adversarial

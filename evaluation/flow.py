@@ -131,8 +131,7 @@ def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
     columns = [("clean", "none", 0.0)]
     for name in ("fgsm", "pgd"):
         columns += [(f"{name.upper()} {eps_label(e)}", name, e) for e in options.epsilons]
-    main = options.main_eps
-    return columns + [(f"APGD {eps_label(main)}", "autoattack", main),
+    return columns + [(oblivious_apgd_column(options), "autoattack", options.main_eps),
                       ("DeepFool", "deepfool", 0.0)]
 
 
@@ -297,13 +296,12 @@ def _attack_adaptively(client: Client, attacked: dict[str, tuple[nn.Module, nn.M
                     eps=eps, budget=budget, seed=settings.seed + start, apgd=name is None,
                     key=f"adaptive-{_slug(row)}-{'main' if name is None else eps_label(eps)}"
                         f"-{start}-{uuid.uuid4().hex[:8]}")))
-    finished = {}
     bar = tqdm(total=len(jobs), desc="adaptive attacks", unit="task", disable=not progress)
     for future in each_completed(as_completed([job[-1] for job in jobs]), stop_requested):
-        finished[future.key] = future.result()
+        future.result()  # a failed task raises here, as soon as it fails
         bar.update()
     bar.close()
-    _collect(jobs, finished, options, result)
+    _collect(jobs, options, result)
 
 
 def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
@@ -314,14 +312,14 @@ def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
-def _collect(jobs: list, finished: dict, options: EvaluateOptions, result: Evaluation) -> None:
-    """Join the chunks of each (row, budget) and write their cells into ``result``."""
+def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
+    """Join the finished chunks of each (row, budget) and write their cells into ``result``."""
     bpda, both, worst = adaptive_columns(options)
     at_main = [c for c, name, eps in attack_columns(options)
                if eps == options.main_eps and name != "none"]
     parts: dict[tuple[str, float | None], list] = {}
     for row, eps, start, future in jobs:
-        parts.setdefault((row, eps), []).append((start, finished[future.key]))
+        parts.setdefault((row, eps), []).append((start, future.result()))
     for (row, eps), chunks in parts.items():
         chunks.sort(key=lambda chunk: chunk[0])
         fooled_at = np.concatenate([fooled for _, (fooled, _) in chunks])
