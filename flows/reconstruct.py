@@ -3,11 +3,16 @@
 Each task reads its images where it runs (:func:`pipeline.datasets.load_item`),
 assigns each to its cluster and reconstructs it with the cluster's dictionary
 (:func:`pipeline.stratified.reconstruct_by_cluster`, by default with the
-batched PyTorch solver, on the worker's GPU when it has one) and writes each
-to its own chunk (:func:`pipeline.store.write_image`), so pixels never travel
-through the client.  Tasks are submitted in a bounded window, which keeps the
-client's memory independent of the data set's size and drives the progress
-bar.
+batched PyTorch solver, on the worker's GPU when it has one) and writes them
+to the store (:func:`pipeline.store.write_images`), so pixels never travel
+through the client.  In a sharded store a task is one shard's pending
+images, so no two tasks write the same object.
+
+Every task of the run is submitted at once, so the scheduler knows the
+whole job (the dashboard's Progress panel reads ``reconstruct N / total``);
+Dask's scheduler-side queuing (``distributed.scheduler.worker-saturation``)
+keeps only about one task per worker thread in flight, and the client holds
+futures, never pixels.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from pipeline.config import ComputeConfig
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, Fit, ImageReadError, load_item
 from pipeline.errors import RunStopped
-from pipeline.store import check_store, lock_store, open_store, pending, write_image
+from pipeline.lease import Lease
+from pipeline.storage import StorageOptions, is_url, location
+from pipeline.store import (
+    check_store,
+    guard_store,
+    open_store,
+    pending,
+    shard_blocks,
+    shard_size,
+    write_images,
+)
 from pipeline.stratified import reconstruct_by_cluster
 
 log = logging.getLogger(__name__)
@@ -38,7 +53,7 @@ log = logging.getLogger(__name__)
 class RunSummary:
     """What a run did: counts, failures (name -> reason) and where the store is."""
 
-    store: Path
+    store: str | Path
     total: int
     done_before: int
     done_now: int = 0
@@ -54,6 +69,10 @@ class StrictModeError(RunStopped):
     """An image failed and the run was asked to stop at the first failure."""
 
 
+class LeaseLostError(RunStopped):
+    """Another run took over the store's lease: this run stopped writing."""
+
+
 @dataclass(frozen=True)
 class TaskSettings:
     """What every reconstruct task of one run needs besides its images and the bases."""
@@ -63,6 +82,7 @@ class TaskSettings:
     size: int
     fit: Fit
     compute: ComputeConfig
+    storage: StorageOptions = StorageOptions()
 
 
 @dataclass(frozen=True)
@@ -93,11 +113,9 @@ def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
     reconstructions, n_iter, clusters = reconstruct_by_cluster(
         np.stack(images), bases, options=settings.options,
         batch_size=settings.compute.batch_size, device=settings.compute.device)
-    for index, image, iterations, cluster in zip(readable, reconstructions, n_iter, clusters,
-                                                 strict=True):
-        write_image(settings.store_path, int(index), image, int(iterations), int(cluster))
-        outcomes.append(ImageOutcome(int(index)))
-    return outcomes
+    write_images(settings.store_path, readable, reconstructions, n_iter, clusters,
+                 settings.storage)
+    return outcomes + [ImageOutcome(int(index)) for index in readable]
 
 
 def reconstruct_dataset(
@@ -107,8 +125,11 @@ def reconstruct_dataset(
     bases: BasisSet,
     options: CSCOptions,
     compute: ComputeConfig = ComputeConfig(),
-    store_path: Path,
+    store_path: str | Path,
     dtype: str = "uint8",
+    images_per_shard: int = 1,
+    storage: StorageOptions = StorageOptions(),
+    guard: str = "auto",
     attrs: dict | None = None,
     overwrite: bool = False,
     strict: bool = False,
@@ -122,29 +143,35 @@ def reconstruct_dataset(
     record (files and checksums) goes into the store's settings.  Images that
     cannot be read are skipped and recorded (``strict`` stops at the first
     instead); a re-run does only what is left, and a second run on the same
-    store while one is going is refused (:func:`pipeline.store.lock_store`).
-    ``compute`` says where the solver runs and how many images a task takes.
+    store while one is going is refused (:func:`pipeline.store.guard_store`).
+    ``store_path`` may be a URL, reached with ``storage``; ``images_per_shard``
+    makes a sharded store (one task per shard).  ``compute`` says where the
+    solver runs and how many images a task takes.
     ``stop_requested`` is asked after each task: when it says True, the
     remaining tasks are cancelled and :class:`KeyboardInterrupt` is raised,
     every finished image kept.
     """
     started = time.perf_counter()
-    store_path = Path(store_path).resolve()
-    with lock_store(store_path):
+    store_path = _absolute(store_path)
+    with guard_store(store_path, storage, guard=guard) as lease:
         group = open_store(store_path, **_store_layout(dataset, bases, options, dtype),
-                           labels=dataset.labels, attrs=attrs, overwrite=overwrite)
+                           labels=dataset.labels, attrs=attrs, overwrite=overwrite,
+                           images_per_shard=images_per_shard, storage=storage)
         todo = pending(group)
         summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
         if summary.done_before:
             log.info("resuming: %d of %d images already done", summary.done_before,
                      len(dataset))
         settings = TaskSettings(str(store_path), options, group["images"].shape[1], dataset.fit,
-                                compute)
-        per_task = compute.images_per_task or _default_images_per_task(
-            client, compute, options.solver, len(todo))
-        blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
+                                compute, storage)
+        if shard_size(group) > 1:
+            blocks = shard_blocks(todo, shard_size(group))
+        else:
+            per_task = compute.images_per_task or _default_images_per_task(
+                client, compute, options.solver, len(todo))
+            blocks = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
         _run_tasks(client, dataset, blocks, bases, settings, summary, strict=strict,
-                   progress=progress, stop_requested=stop_requested)
+                   progress=progress, stop_requested=stop_requested, lease=lease)
         summary.seconds = time.perf_counter() - started
         group.attrs.update({
             "failed": summary.failed,
@@ -155,14 +182,22 @@ def reconstruct_dataset(
 
 
 def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
-                    store_path: Path, dtype: str = "uint8", overwrite: bool = False) -> None:
+                    store_path: str | Path, dtype: str = "uint8", overwrite: bool = False,
+                    images_per_shard: int = 1,
+                    storage: StorageOptions = StorageOptions()) -> None:
     """Raise :class:`pipeline.store.StoreError` now if the run could not use its store.
 
     What :func:`reconstruct_dataset` would find when it opens the store, for
     the commands to check before they start any workers.
     """
-    check_store(Path(store_path).resolve(), **_store_layout(dataset, bases, options, dtype),
-                overwrite=overwrite)
+    check_store(_absolute(store_path), **_store_layout(dataset, bases, options, dtype),
+                overwrite=overwrite, images_per_shard=images_per_shard, storage=storage)
+
+
+def _absolute(store_path: str | Path) -> str | Path:
+    """A URL as it is; a local path made absolute (workers may run elsewhere)."""
+    where = location(store_path)
+    return where if is_url(where) else Path(where).resolve()
 
 
 def _store_layout(dataset: Dataset, bases: BasisSet, options: CSCOptions, dtype: str) -> dict:
@@ -195,26 +230,32 @@ def _worker_has_gpu() -> bool:
 
 def _run_tasks(client: Client, dataset: Dataset, blocks: list[np.ndarray], bases: BasisSet,
                settings: TaskSettings, summary: RunSummary, *, strict: bool, progress: bool,
-               stop_requested: StopRequested) -> None:
-    """Submit one task per block of pending images, a bounded window at a time; tally."""
+               stop_requested: StopRequested, lease: Lease | None = None) -> None:
+    """Submit one task per block of pending images, all at once; tally as they finish."""
     # Unique keys per run: a re-run in the same client must not meet the
     # previous run's keys while the scheduler is still releasing them.
     run_id = uuid.uuid4().hex[:8]
     bases_future = client.scatter(bases, broadcast=True, hash=False)
+    blocks = [[int(i) for i in block] for block in blocks]
+    futures = client.map(reconstruct_task, blocks,
+                         [[dataset.items[i] for i in block] for block in blocks],
+                         bases=bases_future, settings=settings,
+                         key=[f"reconstruct-{block[0]}-{run_id}" for block in blocks])
+    running = as_completed(futures)
+    del futures  # as_completed holds them; each is released once counted
 
-    def submit(block):
-        indices = [int(i) for i in block]
-        return client.submit(reconstruct_task, indices, [dataset.items[i] for i in indices],
-                             bases_future, settings, key=f"reconstruct-{indices[0]}-{run_id}")
+    def check_lease() -> None:
+        if lease is not None and lease.lost:
+            client.cancel(list(running.futures))
+            raise LeaseLostError(f"{summary.store}: {lease.lost}; this run stopped writing "
+                                 "(its finished images are kept)")
 
-    window = max(4, 2 * sum(client.nthreads().values()))
-    queue = iter(blocks)
-    running = as_completed([submit(b) for _, b in zip(range(window), queue, strict=False)])
     with tqdm(total=summary.total, initial=summary.done_before, unit="img",
               disable=not progress, desc="reconstruct") as bar:
-        for future in each_completed(running, stop_requested):
+        for future in each_completed(running, stop_requested, on_poll=check_lease):
             outcomes = future.result()
             future.release()
+            check_lease()
             for outcome in outcomes:
                 if outcome.failure is None:
                     summary.done_now += 1
@@ -227,6 +268,3 @@ def _run_tasks(client: Client, dataset: Dataset, blocks: list[np.ndarray], bases
                     raise StrictModeError(f"{name}: {outcome.failure} "
                                           "(--strict stops at the first bad image)")
             bar.update(len(outcomes))
-            next_block = next(queue, None)
-            if next_block is not None:
-                running.add(submit(next_block))

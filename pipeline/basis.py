@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.resources import BASIS_FOLDER
+from pipeline.storage import StorageOptions, filesystem, is_url, location, name_of
 
 DEFAULT_BASIS_SET = BASIS_FOLDER / "photos-k10"
 """The basis set of 10 clusters learned on the embedded photo tiles: the default of reconstruct."""
@@ -55,7 +57,7 @@ def resolve_basis_path(value: str | Path) -> Path:
         return DEFAULT_BASIS_SET
     if "/" not in text and (BASIS_FOLDER / text / MANIFEST).is_file():
         return BASIS_FOLDER / text
-    return Path(text).expanduser()
+    return location(text)
 
 
 def load_basis(path: str | Path) -> np.ndarray:
@@ -178,12 +180,34 @@ class BasisSet:
         return self.clusters is not None
 
 
-def open_bases(path: str | Path) -> BasisSet:
-    """A basis set folder (with ``manifest.json``) or a single basis ``.npy`` file."""
+def open_bases(path: str | Path, storage: StorageOptions = StorageOptions()) -> BasisSet:
+    """A basis set folder (with ``manifest.json``) or a single basis ``.npy`` file; either
+    may be a URL (``s3://bucket/bases/photos-k10``), reached with ``storage``."""
+    if is_url(path):
+        return _open_remote_bases(str(path).rstrip("/"), storage)
     path = Path(path)
     if path.is_dir():
         return load_basis_set(path)
     return BasisSet([load_basis(path)], record=basis_record(path))
+
+
+def _open_remote_bases(url: str, storage: StorageOptions) -> BasisSet:
+    """Copy a basis set or file from object storage to a temporary folder and open it
+    there, so every check of a local set applies; errors name the URL."""
+    fs, inner = filesystem(url, storage)
+    parent = url.rsplit("/", 1)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / name_of(url)
+        if fs.isdir(inner):
+            fs.get(inner + "/", str(target) + "/", recursive=True)
+        elif fs.isfile(inner):
+            fs.get(inner, str(target))
+        else:
+            raise BasisError(f"{url}: basis not found (neither a basis-set folder nor a file)")
+        try:
+            return open_bases(target)
+        except BasisError as err:
+            raise BasisError(str(err).replace(tmp, parent)) from None
 
 
 def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None,

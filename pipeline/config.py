@@ -27,6 +27,7 @@ from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.dae import DAEOptions
 from pipeline.errors import UserError
 from pipeline.resources import CONFIG_FOLDER
+from pipeline.storage import CREDENTIAL_KEYS, StorageOptions, location
 
 
 class ConfigError(UserError, ValueError):
@@ -64,10 +65,27 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """The output Zarr store: its path and the dtype of ``images`` (uint8 or float32)."""
+    """The output Zarr store.
+
+    ``path`` is a folder or a URL (``s3://bucket/out/val_csc.zarr``);
+    ``dtype`` of ``images`` is uint8 or float32.  ``images_per_shard``
+    groups that many images into one object (Zarr v3 sharding; each image
+    stays its own inner chunk, so reading one image is still one range
+    request): 1 writes one object per image, as a plain Zarr array; on
+    object storage or shared file systems 100 or more saves objects and
+    requests.  ``guard`` keeps a second run from writing the same store:
+    ``auto`` is a lock file beside a local store and a lease object beside
+    an ``s3://`` store; ``none`` trusts you to run one job per store (the
+    only choice for object stores without conditional writes).
+    """
 
     path: str | None = None
     dtype: Literal["uint8", "float32"] = "uint8"
+    images_per_shard: int = 1
+    guard: Literal["auto", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "images_per_shard")
 
 
 @dataclass(frozen=True)
@@ -205,13 +223,15 @@ class Config:
     csc: CSCOptions = field(default_factory=CSCOptions)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
     export: str | None = None
     learn: LearnConfig = field(default_factory=LearnConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     @property
-    def store_path(self) -> Path:
-        return Path(self.store.path or f"outputs/{self.name}.zarr").expanduser()
+    def store_path(self) -> str | Path:
+        """The output store: a local :class:`Path`, or a URL string."""
+        return location(self.store.path or f"outputs/{self.name}.zarr")
 
     @property
     def basis_set_path(self) -> Path:
@@ -307,6 +327,13 @@ def _build(cls: type, raw: Any, where: str, prefix: str):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
     hints = typing.get_type_hints(cls)
     unknown = set(raw) - set(hints)
+    if cls is StorageOptions and unknown & set(CREDENTIAL_KEYS):
+        key = sorted(unknown & set(CREDENTIAL_KEYS))[0]
+        raise ConfigError(
+            f"{where}: {prefix}{key}: credentials are never read from a config (it is recorded "
+            "with every store); set them where the provider's tools look, on the client and "
+            "on each worker (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
+            "in ~/.aws/credentials named by storage_options.profile)")
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(f"{where}: unknown key {prefix}{key!r}{_suggest(key, list(hints))}")

@@ -12,6 +12,7 @@ they are used and the client never holds a whole data set.
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from skimage.transform import resize as _resize
 
 from pipeline.errors import UserError
+from pipeline.storage import StorageOptions, filesystem, is_url, join, open_file, zarr_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -156,10 +158,11 @@ def to_float_rgb(array: np.ndarray) -> np.ndarray:
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) float32 in [0, 1].
+def read_image(path: str | Path, storage: StorageOptions | None = None) -> np.ndarray:
+    """Read an image file (a local path or a URL) as (H, W, 3) float32 in [0, 1].
 
-    Palette, CMYK, greyscale, RGBA and 16-bit images are converted.
+    Palette, CMYK, greyscale, RGBA and 16-bit images are converted; a URL is
+    opened with ``storage`` (:mod:`pipeline.storage`).
 
     Raises
     ------
@@ -169,7 +172,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # Pillow warns past 89 Mpx; MAX_PIXELS decides here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(_fetch(path, storage) if is_url(path) else path)
         with img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageReadError(
@@ -190,6 +193,12 @@ def read_image(path: str | Path) -> np.ndarray:
         # An OSError's strerror ("Permission denied") leaves out the path it would repeat.
         raise ImageReadError(f"cannot read image ({getattr(err, 'strerror', None) or err})",
                              path) from None
+
+
+def _fetch(url: str, storage: StorageOptions | None) -> io.BytesIO:
+    """An object's bytes, fetched in one request (images are small)."""
+    fs, inner = filesystem(url, storage or StorageOptions())
+    return io.BytesIO(fs.cat_file(inner))
 
 
 def fit_image(image: np.ndarray, size: int | None, fit: Fit = "center_crop") -> np.ndarray:
@@ -223,9 +232,22 @@ class StoredImage:
     path: str
     index: int
     key: str | None = None
+    storage: StorageOptions | None = None
 
     def read(self) -> np.ndarray:
-        return to_float_rgb(np.asarray(_open_array(self.path, self.key)[self.index]))
+        array = _open_array(self.path, self.key, self.storage)
+        return to_float_rgb(np.asarray(array[self.index]))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An image file in object storage: ``url`` read with ``storage``'s options."""
+
+    url: str
+    storage: StorageOptions
+
+    def read(self) -> np.ndarray:
+        return read_image(self.url, self.storage)
 
 
 @dataclass(frozen=True)
@@ -260,48 +282,81 @@ def load_item(item, *, size: int | None, fit: Fit = "center_crop") -> np.ndarray
     try:
         return fit_image(image, size, fit)
     except ImageReadError as err:
-        raise ImageReadError(err.reason, item if isinstance(item, (str, Path)) else None
-                             ) from None
+        source = item if isinstance(item, (str, Path)) else getattr(item, "url", None)
+        raise ImageReadError(err.reason, source) from None
 
 
 # --- sources ---------------------------------------------------------------------
 
 
-def image_folder(path: str | Path, *, name: str = "folder", **fit_args) -> Dataset:
-    """All image files under ``path``, recursively, sorted; labels from class sub-folders.
+def image_folder(path: str | Path, *, name: str = "folder",
+                 storage: StorageOptions = StorageOptions(), **fit_args) -> Dataset:
+    """All image files under ``path`` (a folder or a URL prefix), recursively, sorted;
+    labels from class sub-folders.
 
     ImageNet-style layouts (``path/<class>/<image>.JPEG``) give each image the
-    index of its class folder among the sorted class folders.
+    index of its class folder among the sorted class folders.  Under a URL
+    (``s3://bucket/imagenet/val``) the listing is one request per thousand
+    objects, and each image is read by the worker that uses it.
     """
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"{path}: data set folder not found")
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
-    )
-    if not files:
+    if is_url(path):
+        root, relative = _list_objects(str(path), storage)
+        items = [RemoteFile(f"{root}/{n}", storage) for n in relative]
+    else:
+        local = Path(path).expanduser().resolve()
+        if not local.is_dir():
+            raise DatasetError(f"{path}: data set folder not found")
+        files = sorted(p for p in local.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+        root, relative = str(local), [p.relative_to(local).as_posix() for p in files]
+        items = [str(p) for p in files]
+    if not relative:
         raise DatasetError(
             f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    names = [p.relative_to(root).as_posix() for p in files]
-    tops = [n.split("/")[0] if "/" in n else None for n in names]
+    tops = [n.split("/")[0] if "/" in n else None for n in relative]
     labels = classes = None
     if all(t is not None for t in tops):
         classes = sorted(set(tops))
         index = {c: i for i, c in enumerate(classes)}
         labels = np.array([index[t] for t in tops], dtype=np.int64)
-    return Dataset(name, names, [str(p) for p in files], labels, classes, **fit_args)
+    return Dataset(name, relative, items, labels, classes, **fit_args)
 
 
-def array_file(path: str | Path, *, name: str = "arrays", **fit_args) -> Dataset:
-    """Images from a ``.npy`` (N, H, W[, C]) or ``.npz`` (``images``, ``labels``, ``names``)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
+def _list_objects(url: str, storage: StorageOptions) -> tuple[str, list[str]]:
+    """``(url, names)``: the image objects under a URL prefix, relative to it, sorted."""
+    fs, inner = filesystem(url, storage)
+    inner = inner.rstrip("/")
+    try:
+        found = fs.find(inner)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{url}: cannot list the data set ({type(err).__name__}: "
+                           f"{err})") from None
+    names = sorted(p[len(inner) + 1:] for p in found
+                   if p.startswith(inner + "/") and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise DatasetError(f"{url}: data set folder not found (no objects under it)")
+    return url.rstrip("/"), names
+
+
+def array_file(path: str | Path, *, name: str = "arrays",
+               storage: StorageOptions = StorageOptions(), **fit_args) -> Dataset:
+    """Images from a ``.npy`` (N, H, W[, C]) or ``.npz`` (``images``, ``labels``, ``names``),
+    a local file or a URL.
+
+    A ``.npy`` is read where its images are used, one image at a time
+    (memory-mapped, or by range requests under a URL); a ``.npz`` is
+    compressed, so it is read whole.
+    """
+    where = str(path) if is_url(path) else Path(path).expanduser()
+    if not _is_file(where, storage):
         raise DatasetError(f"{path}: array file not found")
     labels = names = None
+    suffix = Path(str(where)).suffix
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+        if suffix == ".npz":
+            with open_file(where, storage) as f, np.load(io.BytesIO(f.read()),
+                                                          allow_pickle=False) as npz:
                 key = next((k for k in ("images", "x", "arr_0") if k in npz), None)
                 if key is None:
                     raise DatasetError(f"{path}: no 'images' array (keys: {sorted(npz.files)})")
@@ -309,25 +364,35 @@ def array_file(path: str | Path, *, name: str = "arrays", **fit_args) -> Dataset
                 labels = npz["labels"] if "labels" in npz else None
                 names = [str(n) for n in npz["names"]] if "names" in npz else None
         else:
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
+            images = _open_array(str(where), None, storage if is_url(where) else None)
     except (ValueError, OSError) as err:
         raise DatasetError(f"{path}: not a readable NumPy array file ({err})") from None
     if images.ndim not in (3, 4):
         raise DatasetError(f"{path}: expected images of shape (N, H, W[, C]), got {images.shape}")
-    if path.suffix != ".npz":  # read where used: each image is (file, index)
-        return _from_stored(name, str(path.resolve()), None, len(images), None, None,
-                            **fit_args)
+    if suffix != ".npz":  # read where used: each image is (file, index)
+        source = str(where) if is_url(where) else str(where.resolve())
+        return _from_stored(name, source, None, len(images), None, None,
+                            storage=storage if is_url(where) else None, **fit_args)
     return _from_array(name, images, labels, names, **fit_args)
 
 
-def zarr_images(path: str | Path, *, name: str = "zarr", **fit_args) -> Dataset:
+def _is_file(path: str | Path, storage: StorageOptions) -> bool:
+    if not is_url(path):
+        return Path(path).is_file()
+    fs, inner = filesystem(str(path), storage)
+    return fs.isfile(inner)
+
+
+def zarr_images(path: str | Path, *, name: str = "zarr",
+                storage: StorageOptions = StorageOptions(), **fit_args) -> Dataset:
     """Images from a Zarr array (N, H, W[, C]), or from the ``images`` array of a Zarr group
-    (as the reconstruct command writes: its ``names`` and ``labels`` are used too)."""
+    (as the reconstruct command writes: its ``names`` and ``labels`` are used too); a local
+    path or a URL."""
     import zarr
 
-    path = Path(path).expanduser()
+    where = str(path).rstrip("/") if is_url(path) else Path(path).expanduser()
     try:
-        node = zarr.open(path, mode="r")
+        node = zarr.open(where, mode="r", storage_options=zarr_options(where, storage))
     except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError) as err:
         raise DatasetError(f"{path}: not a readable Zarr array or group ({err})") from None
     key = ""
@@ -342,36 +407,70 @@ def zarr_images(path: str | Path, *, name: str = "zarr", **fit_args) -> Dataset:
         node = node["images"]
     if node.ndim not in (3, 4):
         raise DatasetError(f"{path}: expected images of shape (N, H, W[, C]), got {node.shape}")
-    return _from_stored(name, str(path.resolve()), key, node.shape[0], labels, names,
-                        **fit_args)
+    source = where if is_url(where) else str(where.resolve())
+    return _from_stored(name, source, key, node.shape[0], labels, names,
+                        storage=storage if is_url(where) else None, **fit_args)
 
 
-def _from_stored(name, path, key, count, labels, names, **fit_args) -> Dataset:
-    items = [StoredImage(path, i, key) for i in range(count)]
+def _from_stored(name, path, key, count, labels, names, *, storage=None, **fit_args) -> Dataset:
+    items = [StoredImage(path, i, key, storage) for i in range(count)]
     return _from_array(name, items, labels, names, **fit_args)
 
 
 @functools.lru_cache(maxsize=8)
-def _open_array(path: str, key: str | None):
-    """The array of a :class:`StoredImage`, opened once per process."""
+def _open_array(path: str, key: str | None, storage: StorageOptions | None = None):
+    """The array of a :class:`StoredImage`, opened once per process.
+
+    ``key`` None is a ``.npy`` file: memory-mapped when local, read image by
+    image with range requests under a URL; otherwise a Zarr array or group.
+    """
     if key is None:
+        if is_url(path):
+            return _RemoteNpy(path, storage or StorageOptions())
         return np.load(path, mmap_mode="r", allow_pickle=False)
     import zarr
 
-    node = zarr.open(path, mode="r")
+    node = zarr.open(path, mode="r", storage_options=zarr_options(path, storage or
+                                                                   StorageOptions()))
     return node[key] if key else node
 
 
-def cifar10(path: str | Path, *, split: str = "test", name: str = "cifar10", **fit_args) -> Dataset:
-    """CIFAR-10 python batches (``cifar-10-batches-py``): ``split`` is test, train or all."""
-    root = Path(path).expanduser()
+class _RemoteNpy:
+    """A ``.npy`` object read one leading-axis slice at a time (``array[i]``)."""
+
+    def __init__(self, url: str, storage: StorageOptions):
+        self.url, self.storage = url, storage
+        with open_file(url, storage) as f:
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            self.offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{url}: only C-ordered plain arrays can be read lazily")
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        fs, inner = filesystem(self.url, self.storage)
+        start = self.offset + int(index) * self.row_bytes
+        data = fs.cat_file(inner, start=start, end=start + self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
+
+
+def cifar10(path: str | Path, *, split: str = "test", name: str = "cifar10",
+            storage: StorageOptions = StorageOptions(), **fit_args) -> Dataset:
+    """CIFAR-10 python batches (``cifar-10-batches-py``, a folder or a URL): ``split`` is
+    test, train or all."""
+    root = str(path).rstrip("/") if is_url(path) else Path(path).expanduser()
     batches = {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]}
     batches["all"] = batches["train"] + batches["test"]
     if split not in batches:
         raise DatasetError(f"cifar10 split must be one of {sorted(batches)}, got {split!r}")
     images, labels, names = [], [], []
     for batch in batches[split]:
-        data = _read_cifar_batch(root / batch)
+        data = _read_cifar_batch(join(root, batch), storage)
         images.append(data[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.extend(data[b"labels"])
         names.extend(f"{batch}/{n.decode()}" for n in data[b"filenames"])
@@ -395,11 +494,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def _read_cifar_batch(path: Path) -> dict:
-    if not path.is_file():
+def _read_cifar_batch(path: str | Path, storage: StorageOptions) -> dict:
+    if not _is_file(path, storage):
         raise DatasetError(f"{path}: CIFAR-10 batch not found")
     try:
-        with open(path, "rb") as f:
+        with open_file(path, storage) as f:
             data = _ArrayUnpickler(f, encoding="bytes").load()
         if not {b"data", b"labels", b"filenames"} <= set(data):
             raise DatasetError(f"{path}: not a CIFAR-10 batch (keys {sorted(data)})")
@@ -416,9 +515,10 @@ def _from_array(name, images, labels, names, **fit_args) -> Dataset:
     return Dataset(name, list(names), list(images), labels, None, **fit_args)
 
 
-def open_dataset(config, name: str) -> Dataset:
-    """The data set a :class:`pipeline.config.DatasetConfig` describes."""
-    fit_args = {"image_size": config.image_size, "fit": config.fit}
+def open_dataset(config, name: str, storage: StorageOptions = StorageOptions()) -> Dataset:
+    """The data set a :class:`pipeline.config.DatasetConfig` describes; a ``path`` that is
+    a URL is reached with ``storage`` (the config's ``storage_options``)."""
+    fit_args = {"image_size": config.image_size, "fit": config.fit, "storage": storage}
     if config.source == "photos":
         return photo_tiles(config.count, name=name, seed=config.seed)
     if config.source == "sample":

@@ -115,7 +115,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
 
     paths = {"CSC one basis": resolve_basis_path(config.evaluate.one_basis),
              "CSC per-cluster": resolve_basis_path(config.basis)}
-    bases = {row: open_bases(path) for row, path in paths.items()}
+    bases = {row: open_bases(path, config.storage_options) for row, path in paths.items()}
     task, models = task_and_models(config)
     options = EvaluateOptions.for_task(task.name, config.evaluate, config.csc)
     out = config.evaluate_path
@@ -160,7 +160,7 @@ def task_and_models(config: Config):
     models = {"model": load_classifier(settings.classifier)}
     if settings.transfer_classifier:
         models["transfer"] = load_classifier(settings.transfer_classifier)
-    task = from_dataset(open_dataset(config.dataset, config.name),
+    task = from_dataset(open_dataset(config.dataset, config.name, config.storage_options),
                         test_images=settings.test_images, seed=settings.seed)
     return task, models
 

@@ -83,7 +83,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
     if (out / MANIFEST).exists() and not args.overwrite:
         raise ConfigError(f"{out}: a basis set is already there; pass --overwrite to "
                           "replace it, or --out to write elsewhere")
-    dataset = open_dataset(config.dataset, config.name)
+    dataset = open_dataset(config.dataset, config.name, config.storage_options)
     split = split_images(len(dataset), config.learn)  # enough images for the clusters?
     settings = config.learn
     log.info("%s: %d images (%d held out); %d clusters of %d %dx%d filters, lambda %g, "

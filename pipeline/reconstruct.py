@@ -20,14 +20,12 @@ import argparse
 import logging
 import sys
 
-import zarr
-
 from flows.reconstruct import RunSummary, check_run_store, reconstruct_dataset
 from pipeline.basis import BasisSet, open_bases, resolve_basis_path
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config
 from pipeline.datasets import Dataset, DatasetError, open_dataset
-from pipeline.store import export_images
+from pipeline.store import export_images, open_group
 
 log = logging.getLogger("pipeline.reconstruct")
 
@@ -61,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(args: argparse.Namespace, config: Config) -> Job:
     """Open the data set, the bases and the store; no worker yet."""
     try:
-        dataset = open_dataset(config.dataset, config.name)
+        dataset = open_dataset(config.dataset, config.name, config.storage_options)
     except DatasetError as err:
         raise DatasetError(f"{err} (dataset.path in the config; override with "
                            "--set dataset.path=PATH)") from None
     basis_path = resolve_basis_path(config.basis)
-    bases = open_bases(basis_path)
+    bases = open_bases(basis_path, config.storage_options)
     check_run_store(dataset, bases=bases, options=config.csc, store_path=config.store_path,
-                    dtype=config.store.dtype, overwrite=args.overwrite)
+                    dtype=config.store.dtype, overwrite=args.overwrite,
+                    images_per_shard=config.store.images_per_shard,
+                    storage=config.storage_options)
     log.info("%s: %d images, %s %s, lambda %g", config.name, len(dataset),
              f"basis set of {len(bases.bases)} clusters" if bases.stratified else "basis",
              basis_path, config.csc.lmbda)
@@ -87,11 +87,13 @@ def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argpars
     summary = reconstruct_dataset(
         client, dataset, bases=bases, options=config.csc, compute=config.compute,
         store_path=config.store_path, dtype=config.store.dtype,
-        attrs={"config": config.as_dict()}, overwrite=args.overwrite,
+        images_per_shard=config.store.images_per_shard, storage=config.storage_options,
+        guard=config.store.guard, attrs={"config": config.as_dict()}, overwrite=args.overwrite,
         strict=args.strict, progress=args.quiet == 0, stop_requested=stop_requested)
     report(summary)
     if config.export:
-        written = export_images(zarr.open_group(summary.store, mode="r"), config.export)
+        written = export_images(open_group(summary.store, config.storage_options),
+                                config.export)
         log.info("exported %d PNG files to %s", written, config.export)
     if summary.done == 0:
         log.error("no image could be reconstructed")

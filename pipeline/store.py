@@ -13,6 +13,16 @@ n_iter    (N,)            (1,)           ADMM iterations of the image's solve
 done      (N,)            (1,)           completion record: True once ``images[i]`` is written
 ========  ==============  =============  ===========================================
 
+With ``images_per_shard`` S > 1, ``images``, ``cluster``, ``n_iter`` and
+``done`` are sharded (Zarr v3's sharding codec): S images per object, each
+image still its own inner chunk, so a reader fetches one image with one
+range request while a writer writes one object per S images.  Images are
+then written a shard at a time (:func:`write_images`), by one task per
+shard, so no two workers ever rewrite the same object.
+
+The store may be a local folder or a URL (``s3://bucket/out.zarr``,
+:mod:`pipeline.storage`).
+
 The group's attributes hold ``settings`` (everything that determines the
 pixels: data set, size, basis checksum, solver options, dtype), ``version``,
 ``config`` and, after a run, ``failed`` (name -> reason) and ``summary``.
@@ -21,10 +31,11 @@ Each image is written by one task as one whole chunk, and ``done[i]`` is set
 only after that write returns, so an interrupted run never counts a
 half-written image; a re-run recomputes every image not marked done.
 
-A run holds an exclusive lock on the file ``<store>.lock`` beside the store
-(:func:`lock_store`), so a second run on the same store is refused instead of
-racing the first.  The operating system releases the lock when the holder
-exits, however it exits, so a killed run never blocks its own resume.
+A run guards its store against a second run (:func:`guard_store`): a local
+store by an exclusive lock on the file ``<store>.lock`` beside it, which the
+operating system releases when the holder exits, however it exits, so a
+killed run never blocks its own resume; an ``s3://`` store by the lease
+object ``<store>.lease`` beside it (:mod:`pipeline.lease`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,16 @@ from filelock import FileLock, Timeout
 
 from pipeline import __version__
 from pipeline.errors import UserError
+from pipeline.lease import Lease, hold_lease
+from pipeline.storage import (
+    StorageOptions,
+    filesystem,
+    is_url,
+    location,
+    protocol_of,
+    sibling,
+    zarr_options,
+)
 
 
 class StoreError(UserError, ValueError):
@@ -56,13 +77,15 @@ def open_store(
     labels: np.ndarray | None = None,
     attrs: dict | None = None,
     overwrite: bool = False,
+    images_per_shard: int = 1,
+    storage: StorageOptions = StorageOptions(),
 ) -> zarr.Group:
     """Create the store, or reopen it to resume when its settings are the same.
 
     Parameters
     ----------
     path : str or Path
-        Folder of the Zarr group.
+        Folder of the Zarr group, or a URL (``s3://bucket/out.zarr``).
     names : list of str, length N
         Source name of each image.
     image_shape : (H, W, 3)
@@ -78,35 +101,85 @@ def open_store(
         Further attributes to record (e.g. the resolved config).
     overwrite : bool
         Replace an existing store made with other settings.
+    images_per_shard : int
+        Images per stored object (1: no sharding).
+    storage : StorageOptions
+        How to reach a URL.
 
     Raises
     ------
     StoreError
         If ``path`` exists and is not a Zarr group, or holds a store made with
-        other settings and ``overwrite`` is False.
+        other settings (or another ``images_per_shard``) and ``overwrite`` is
+        False.
     """
     existing = check_store(path, names=names, image_shape=image_shape, dtype=dtype,
-                           settings=settings, overwrite=overwrite)
+                           settings=settings, overwrite=overwrite,
+                           images_per_shard=images_per_shard, storage=storage)
     if existing is not None:
         return existing
     settings = _full_settings(settings, names, image_shape, dtype)
-    group = zarr.open_group(path, mode="w", zarr_format=3)
+    group = zarr.open_group(_zarr_path(path), mode="w", zarr_format=3,
+                            storage_options=zarr_options(path, storage))
     n = len(names)
+    sharded = {"shards": (images_per_shard,)} if images_per_shard > 1 else {}
     group.create_array("images", shape=(n, *image_shape), chunks=(1, *image_shape),
-                       dtype=dtype, fill_value=0)
+                       dtype=dtype, fill_value=0,
+                       **({"shards": (images_per_shard, *image_shape)} if sharded else {}))
     group.create_array("names", shape=(n,), chunks=(max(n, 1),), dtype=str)[:] = np.array(names)
     group.create_array("labels", shape=(n,), chunks=(max(n, 1),), dtype="int64")[:] = (
         -1 if labels is None else labels)
-    group.create_array("cluster", shape=(n,), chunks=(1,), dtype="int16", fill_value=-1)
-    group.create_array("n_iter", shape=(n,), chunks=(1,), dtype="int16", fill_value=0)
-    group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False)
+    group.create_array("cluster", shape=(n,), chunks=(1,), dtype="int16", fill_value=-1,
+                       **sharded)
+    group.create_array("n_iter", shape=(n,), chunks=(1,), dtype="int16", fill_value=0,
+                       **sharded)
+    group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False,
+                       **sharded)
     group.attrs.update({"settings": settings, "version": __version__, **_plain(attrs or {})})
     return group
 
 
+def open_group(path: str | Path, storage: StorageOptions = StorageOptions(),
+               mode: str = "r") -> zarr.Group:
+    """An existing store's group, local or at a URL (``mode`` ``"r"`` or ``"r+"``)."""
+    return zarr.open_group(_zarr_path(path), mode=mode,
+                           storage_options=zarr_options(path, storage))
+
+
+@contextlib.contextmanager
+def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
+                guard: str = "auto") -> Iterator[Lease | None]:
+    """Keep every other run from writing the store at ``path`` while the block runs.
+
+    A local store: an exclusive lock file beside it (:func:`lock_store`).
+    An ``s3://`` store: a lease object beside it (:func:`pipeline.lease.hold_lease`),
+    yielded so the caller can check ``lease.lost`` between units of work.
+    ``guard="none"`` holds nothing (the user runs one job per store).
+
+    Raises
+    ------
+    StoreError
+        If another run holds the store, or an object store other than S3 is
+        to be written with ``guard="auto"`` (it offers no conditional write).
+    """
+    if guard == "none":
+        yield None
+    elif not is_url(path):
+        with lock_store(path):
+            yield None
+    elif protocol_of(str(path)) in ("s3", "s3a"):
+        with hold_lease(str(sibling(path, ".lease")), storage, what=str(path)) as lease:
+            yield lease
+    else:
+        raise StoreError(
+            f"{path}: no guard against a second run writing this store ({protocol_of(path)}:// "
+            "offers no lock; the lease needs S3's conditional writes); make sure only one "
+            "run writes it and set store.guard: none")
+
+
 @contextlib.contextmanager
 def lock_store(path: str | Path) -> Iterator[Path]:
-    """Hold ``<path>.lock`` while writing to the store at ``path``; yield the lock's path.
+    """Hold ``<path>.lock`` while writing to the local store at ``path``; yield the lock's path.
 
     The lock file sits beside the store, not in it, so that ``--overwrite``
     (which empties the store's folder) cannot remove a lock that is held.
@@ -141,6 +214,8 @@ def check_store(
     dtype: str,
     settings: dict,
     overwrite: bool = False,
+    images_per_shard: int = 1,
+    storage: StorageOptions = StorageOptions(),
 ) -> zarr.Group | None:
     """The existing store to resume, None when a new one is to be made; never writes.
 
@@ -153,16 +228,26 @@ def check_store(
     StoreError
         As :func:`open_store`.
     """
-    path = Path(path)
-    existing = _existing_group(path)
+    existing = _existing_group(location(path), storage)
     if existing is None or overwrite:
         return None
     old, new = existing.attrs.get("settings"), _full_settings(settings, names, image_shape, dtype)
-    if old == new:
-        return existing
-    diff = ", ".join(_differences(old or {}, new)) or "unrecorded settings"
-    raise StoreError(f"{path}: store was made with other settings ({diff}); "
-                     "pass --overwrite to replace it, or --out to write elsewhere")
+    if old != new:
+        diff = ", ".join(_differences(old or {}, new)) or "unrecorded settings"
+        raise StoreError(f"{path}: store was made with other settings ({diff}); "
+                         "pass --overwrite to replace it, or --out to write elsewhere")
+    if shard_size(existing) != images_per_shard:
+        raise StoreError(f"{path}: store was made with {shard_size(existing)} images per "
+                         f"shard, the config asks for {images_per_shard}; set "
+                         f"store.images_per_shard: {shard_size(existing)} to resume it, or "
+                         "pass --overwrite to replace it")
+    return existing
+
+
+def shard_size(group: zarr.Group) -> int:
+    """Images per stored object of ``images`` (1 when the store is not sharded)."""
+    shards = group["images"].shards
+    return 1 if shards is None else int(shards[0])
 
 
 def _full_settings(settings: dict, names: list[str], image_shape, dtype: str) -> dict:
@@ -170,13 +255,15 @@ def _full_settings(settings: dict, names: list[str], image_shape, dtype: str) ->
                    "dtype": dtype, "names_digest": _digest(names)})
 
 
-def _existing_group(path: Path) -> zarr.Group | None:
-    if not path.exists():
-        return None
-    if path.is_dir() and not any(path.iterdir()):
+def _zarr_path(path: str | Path) -> str | Path:
+    return str(path).rstrip("/") if is_url(path) else Path(path)
+
+
+def _existing_group(path: str | Path, storage: StorageOptions) -> zarr.Group | None:
+    if not _has_content(path, storage):
         return None
     try:
-        group = zarr.open_group(path, mode="r+")
+        group = open_group(path, storage, mode="r+")
     except (FileNotFoundError, ValueError, zarr.errors.GroupNotFoundError) as err:
         raise StoreError(f"{path}: exists and is not a Zarr store ({err}); "
                          "choose another --out") from None
@@ -186,27 +273,73 @@ def _existing_group(path: Path) -> zarr.Group | None:
     return group
 
 
+def _has_content(path: str | Path, storage: StorageOptions) -> bool:
+    """Whether anything is at ``path``: a file, a non-empty folder, objects under a URL."""
+    if is_url(path):
+        fs, inner = filesystem(str(path), storage)
+        try:
+            return bool(fs.ls(inner.rstrip("/"), detail=False, refresh=True))
+        except FileNotFoundError:
+            return False
+    path = Path(path)
+    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+
+
 def pending(group: zarr.Group) -> np.ndarray:
     """Indices of the images not yet marked done, ascending."""
     return np.flatnonzero(~group["done"][:])
 
 
+def shard_blocks(indices: np.ndarray, images_per_shard: int) -> list[np.ndarray]:
+    """``indices`` (ascending) split by the shard they fall in: one block per shard."""
+    if len(indices) == 0:
+        return []
+    shards = np.asarray(indices) // images_per_shard
+    return np.split(np.asarray(indices), np.flatnonzero(np.diff(shards)) + 1)
+
+
+def write_images(path: str | Path, indices: list[int], images: np.ndarray,
+                 n_iter: list[int], clusters: list[int],
+                 storage: StorageOptions = StorageOptions()) -> None:
+    """Write reconstructions ``indices``, then mark them done, a shard at a time.
+
+    ``images`` is (K, H, W, 3) float32 in [0, 1]; it is stored as the
+    ``images`` array's dtype (uint8 by rounding ``image * 255``).  Each
+    shard's images (one image when the store is not sharded) are written as
+    one region, so each stored object is written once; images of the shard
+    that are not given keep what the store holds.  Called on workers.
+    """
+    group = open_group(path, storage, mode="r+")
+    per_shard = shard_size(group)
+    values = {"images": _as_stored(images, group["images"].dtype),
+              "n_iter": np.asarray(n_iter, np.int16), "cluster": np.asarray(clusters, np.int16),
+              "done": np.ones(len(indices), bool)}
+    indices = np.asarray(indices)
+    order = np.argsort(indices)
+    for block in shard_blocks(indices[order], per_shard):
+        rows = order[np.searchsorted(indices[order], block)]
+        start = int(block[0]) // per_shard * per_shard
+        stop = min(start + per_shard, group["done"].shape[0])
+        for name in ("images", "n_iter", "cluster", "done"):  # done only after the rest
+            array = group[name]
+            whole = len(block) == stop - start
+            region = np.empty((stop - start, *array.shape[1:]), array.dtype) if whole \
+                else array[start:stop]
+            region[block - start] = values[name][rows]
+            array[start:stop] = region
+
+
 def write_image(
     path: str | Path, index: int, image: np.ndarray, n_iter: int = 0, cluster: int = 0
 ) -> None:
-    """Write reconstruction ``index`` as its own chunk, then mark it done.
+    """Write reconstruction ``index`` (:func:`write_images` for one image)."""
+    write_images(path, [index], image[None], [n_iter], [cluster])
 
-    ``image`` is (H, W, 3) float32 in [0, 1]; it is stored as the ``images``
-    array's dtype (uint8 by rounding ``image * 255``).  Called on workers.
-    """
-    group = zarr.open_group(path, mode="r+")
-    images = group["images"]
-    if images.dtype == np.uint8:
-        image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    images[index] = image
-    group["n_iter"][index] = n_iter
-    group["cluster"][index] = cluster
-    group["done"][index] = True  # only after the image's chunk is written
+
+def _as_stored(images: np.ndarray, dtype) -> np.ndarray:
+    if dtype == np.uint8:
+        return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return images.astype(dtype)
 
 
 def read_images(group: zarr.Group, indices=slice(None)) -> np.ndarray:
