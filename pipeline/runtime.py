@@ -16,6 +16,7 @@ from distributed.comm.core import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from pipeline.errors import UserError
+from pipeline.worker import apply_worker_settings, dask_config, worker_malloc
 
 log = logging.getLogger(__name__)
 
@@ -43,38 +44,32 @@ def describe_failure(err: BaseException) -> str:
         return "lost the connection to the Dask scheduler (did it stop, or its machine?)"
     return f"{type(err).__name__}: {err}"
 
-#: glibc malloc settings for worker processes, set before they start.  Dask's
+#: glibc malloc settings for worker processes, set before they start (read from
+#: the shipped Dask config file, :data:`pipeline.worker.CONFIG_FILE`).  Dask's
 #: nanny sets MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
 #: threshold at 128 KiB, so every solver temporary (~1 MB at 64x64) is a fresh
 #: mmap that page-faults on first touch: one 64x64 solve took 0.95 s instead of
 #: 0.24 s (benchmarks/README.md).  These values measured the same as glibc's
 #: defaults, and unlike "unset" they can also be given to `dask worker`.
-WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+WORKER_MALLOC = worker_malloc()
 
 
 class SolverThreads(WorkerPlugin):
-    """Give each worker process one solver thread, and import the stages once at start.
+    """The project's worker settings (:func:`pipeline.worker.apply_worker_settings`).
 
-    PyTorch's thread count and sporco's FFT settings are process-global and
-    default to every core, so without this, N worker processes on N cores
-    each start N threads.
-    (The nanny already sets OMP/MKL/OpenBLAS to one thread.)  Importing the
-    stages that tasks run (sporco, PyTorch, scikit-image, zarr: a few
-    seconds) here keeps that cost out of the first task.
+    One solver thread per worker process, the malloc thresholds, the stages
+    imported before the first task.  PyTorch's thread count and sporco's FFT
+    settings are process-global and default to every core, so without this,
+    N worker processes on N cores each start N threads.  Workers started
+    with ``--preload pipeline.worker`` (or the shipped Dask config) already
+    have the settings; registering the plugin costs them nothing, and gives
+    them to workers started without it.
     """
 
     name = "pipeline-solver-threads"
 
     def setup(self, worker) -> None:
-        import torch
-
-        import pipeline.datasets  # noqa: F401
-        import pipeline.store  # noqa: F401
-        import pipeline.stratified  # noqa: F401
-        from pipeline.sporco_solver import configure_fft
-
-        configure_fft(threads=1)
-        torch.set_num_threads(1)  # the batched solver and the DAE's encoder
+        apply_worker_settings("plugin")
 
 
 class IgnoreInterrupts(WorkerPlugin):
@@ -127,8 +122,7 @@ def connect(
     else:
         # Threaded workers talk in-process; worker processes listen on localhost only.
         listen = {"host": "127.0.0.1"} if processes else {}
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **WORKER_MALLOC}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        with dask.config.set(local_cluster_config()):
             cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1,
                 threads_per_worker=1,
@@ -142,6 +136,24 @@ def connect(
     client.register_plugin(SolverThreads())
     log.info("Dask dashboard: %s", client.dashboard_link)
     return client
+
+
+def local_cluster_config() -> dict:
+    """Dask's config, with the shipped worker config file merged in, for the LocalCluster.
+
+    The file's values win; its lists (the preloads) are added to any the
+    user's own config names.
+    """
+    def merged(mine, theirs):
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            return {**theirs, **{key: merged(value, theirs.get(key))
+                                 for key, value in mine.items()}}
+        if isinstance(mine, list) and isinstance(theirs, list):
+            return [*theirs, *(item for item in mine if item not in theirs)]
+        return mine
+
+    return {key: merged(value, dask.config.get(key, None))
+            for key, value in dask_config().items()}
 
 
 def disconnect(client: Client) -> None:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from distributed import Client
 
@@ -29,8 +30,17 @@ def free_port() -> int:
 class DaskProcesses:
     """``with DaskProcesses(workers=2) as dask: ...`` then ``dask.address``."""
 
-    def __init__(self, workers: int = 2, log_folder=None):
+    def __init__(self, workers: int = 2, log_folder=None, *,
+                 worker_args: Sequence[str] = (), worker_env: dict[str, str] | None = None):
+        """``worker_args`` are more arguments for each ``dask worker`` (e.g.
+        ``["--preload", "pipeline.worker"]``).  By default the workers start
+        with the project's ``MALLOC_*`` variables, as the README tells users
+        to start them; ``worker_env`` replaces those with its own variables,
+        on top of this process's environment without its ``MALLOC_*``.
+        """
         self.n_workers = workers
+        self.worker_args = list(worker_args)
+        self.worker_env = worker_env
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.log_folder = log_folder
@@ -44,7 +54,8 @@ class DaskProcesses:
         for _ in range(self.n_workers):
             self.workers.append(self._start(
                 "worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60"))
+                "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60",
+                *self.worker_args))
         with self.client() as client:
             client.wait_for_workers(self.n_workers, timeout=120)
         return self
@@ -61,6 +72,9 @@ class DaskProcesses:
         if self.log_folder is not None:
             log = open(self.log_folder / f"{role}-{len(self.workers)}.log", "w")  # noqa: SIM115
         env = {**os.environ, **{k: str(v) for k, v in WORKER_MALLOC.items()}}
+        if role == "worker" and self.worker_env is not None:
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+                   **self.worker_env}
         return subprocess.Popen([sys.executable, "-m", "dask", role, *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
 

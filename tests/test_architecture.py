@@ -16,7 +16,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11 and newer
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_STAGES = {"pipeline.reconstruct", "pipeline.learn", "pipeline.evaluate", "pipeline.cli",
-              "pipeline.runtime"}
+              "pipeline.runtime", "pipeline.worker"}
 
 
 def contracts() -> dict[str, dict]:
@@ -34,9 +34,9 @@ def test_import_contracts_hold():
     assert "0 broken" in check.stdout and len(contracts()) == check.stdout.count(" KEPT")
 
 
-def test_every_pipeline_module_but_the_commands_and_runtime_is_a_stage():
+def test_every_pipeline_module_but_the_commands_runtime_and_worker_is_a_stage():
     """The stage list of the no-Dask contract is every module of ``pipeline`` that is not a
-    command, the command scaffold or the runtime."""
+    command, the command scaffold, the runtime or the worker settings."""
     modules = {f"pipeline.{m.name}" for m in pkgutil.iter_modules(pipeline.__path__)
                if not m.name.startswith("_")}
     stages = contracts()["Stages know nothing of Dask, the flows, the evaluation or the "
