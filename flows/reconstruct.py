@@ -36,6 +36,7 @@ from pipeline.errors import RunStopped
 from pipeline.lease import Lease
 from pipeline.storage import StorageOptions, is_url, location
 from pipeline.store import (
+    check_guard,
     check_store,
     guard_store,
     open_store,
@@ -183,13 +184,15 @@ def reconstruct_dataset(
 
 def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
                     store_path: str | Path, dtype: str = "uint8", overwrite: bool = False,
-                    images_per_shard: int = 1,
-                    storage: StorageOptions = StorageOptions()) -> None:
+                    images_per_shard: int = 1, storage: StorageOptions = StorageOptions(),
+                    guard: str = "auto") -> None:
     """Raise :class:`pipeline.store.StoreError` now if the run could not use its store.
 
-    What :func:`reconstruct_dataset` would find when it opens the store, for
-    the commands to check before they start any workers.
+    What :func:`reconstruct_dataset` would find when it opens the store (and
+    whether another run holds it), for the commands to check before they
+    start any workers.
     """
+    check_guard(_absolute(store_path), storage, guard=guard)
     check_store(_absolute(store_path), **_store_layout(dataset, bases, options, dtype),
                 overwrite=overwrite, images_per_shard=images_per_shard, storage=storage)
 

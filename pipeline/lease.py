@@ -110,6 +110,20 @@ def hold_lease(url: str, storage: StorageOptions, *, seconds: float = LEASE_SECO
             lease.release()
 
 
+def check_free(url: str, storage: StorageOptions, *, what: str = "this store") -> None:
+    """Raise :class:`LeaseError` if a live run holds the lease at ``url``; never writes.
+
+    For the commands to refuse before they start any workers; the lease is
+    still taken (and the race settled) by :func:`hold_lease`.
+    """
+    fs, inner = filesystem(url, storage)
+    fs.invalidate_cache(inner)
+    if fs.exists(inner) and not _expired(holder := _read(fs, inner)):
+        raise LeaseError(
+            f"{what}: another run is writing to it (it holds {url}: {_describe(holder)}); "
+            "wait for it to finish, or write elsewhere with --out")
+
+
 def _acquire(url: str, storage: StorageOptions, seconds: float, what: str) -> Lease:
     fs, inner = filesystem(url, storage)
     token = secrets.token_hex(8)

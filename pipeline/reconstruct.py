@@ -68,7 +68,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
     check_run_store(dataset, bases=bases, options=config.csc, store_path=config.store_path,
                     dtype=config.store.dtype, overwrite=args.overwrite,
                     images_per_shard=config.store.images_per_shard,
-                    storage=config.storage_options)
+                    storage=config.storage_options, guard=config.store.guard)
     log.info("%s: %d images, %s %s, lambda %g", config.name, len(dataset),
              f"basis set of {len(bases.bases)} clusters" if bases.stratified else "basis",
              basis_path, config.csc.lmbda)

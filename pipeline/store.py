@@ -51,7 +51,7 @@ from filelock import FileLock, Timeout
 
 from pipeline import __version__
 from pipeline.errors import UserError
-from pipeline.lease import Lease, hold_lease
+from pipeline.lease import Lease, check_free, hold_lease
 from pipeline.storage import (
     StorageOptions,
     filesystem,
@@ -175,6 +175,21 @@ def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
             f"{path}: no guard against a second run writing this store ({protocol_of(path)}:// "
             "offers no lock; the lease needs S3's conditional writes); make sure only one "
             "run writes it and set store.guard: none")
+
+
+def check_guard(path: str | Path, storage: StorageOptions = StorageOptions(), *,
+                guard: str = "auto") -> None:
+    """Raise :class:`StoreError` now if :func:`guard_store` would refuse; holds nothing."""
+    if guard == "none":
+        return
+    if not is_url(path):
+        with lock_store(path):
+            return
+    if protocol_of(str(path)) in ("s3", "s3a"):
+        check_free(str(sibling(path, ".lease")), storage, what=str(path))
+    else:
+        with guard_store(path, storage, guard=guard):
+            return
 
 
 @contextlib.contextmanager

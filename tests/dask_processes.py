@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -30,9 +31,12 @@ def free_port() -> int:
 class DaskProcesses:
     """``with DaskProcesses(workers=2) as dask: ...`` then ``dask.address``."""
 
-    def __init__(self, workers: int = 2, log_folder=None, *,
+    def __init__(self, workers: int = 2, log_folder=None, separate_folders: bool = False, *,
                  worker_args: Sequence[str] = (), worker_env: dict[str, str] | None = None):
-        """``worker_args`` are more arguments for each ``dask worker`` (e.g.
+        """``separate_folders``: start each worker in its own new empty working directory
+        (as on machines that share no file system with the client).
+
+        ``worker_args`` are more arguments for each ``dask worker`` (e.g.
         ``["--preload", "pipeline.worker"]``).  By default the workers start
         with the project's ``MALLOC_*`` variables, as the README tells users
         to start them; ``worker_env`` replaces those with its own variables,
@@ -41,6 +45,8 @@ class DaskProcesses:
         self.n_workers = workers
         self.worker_args = list(worker_args)
         self.worker_env = worker_env
+        self.separate_folders = separate_folders
+        self._folders: list[tempfile.TemporaryDirectory] = []
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.log_folder = log_folder
@@ -52,10 +58,14 @@ class DaskProcesses:
                                      str(self.port), "--dashboard-address",
                                      f"127.0.0.1:{free_port()}")
         for _ in range(self.n_workers):
+            cwd = None
+            if self.separate_folders:
+                self._folders.append(tempfile.TemporaryDirectory(prefix="worker-"))
+                cwd = self._folders[-1].name
             self.workers.append(self._start(
                 "worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60",
-                *self.worker_args))
+                "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60", *self.worker_args,
+                cwd=cwd))
         with self.client() as client:
             client.wait_for_workers(self.n_workers, timeout=120)
         return self
@@ -66,8 +76,10 @@ class DaskProcesses:
                 os.killpg(process.pid, signal.SIGKILL)
             if process is not None:
                 process.wait()
+        for folder in self._folders:
+            folder.cleanup()
 
-    def _start(self, role: str, *args: str) -> subprocess.Popen:
+    def _start(self, role: str, *args: str, cwd: str | None = None) -> subprocess.Popen:
         log = subprocess.DEVNULL
         if self.log_folder is not None:
             log = open(self.log_folder / f"{role}-{len(self.workers)}.log", "w")  # noqa: SIM115
@@ -76,7 +88,8 @@ class DaskProcesses:
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
                    **self.worker_env}
         return subprocess.Popen([sys.executable, "-m", "dask", role, *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=cwd)
 
     def client(self) -> Client:
         return Client(self.address, timeout="30s")

@@ -14,7 +14,7 @@ from flows.reconstruct import StrictModeError, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
 from pipeline.csc import CSCOptions
 from pipeline.datasets import image_folder, sample
-from pipeline.store import read_images
+from pipeline.store import StoreError, read_images
 
 
 def run(client, dataset, basis_path, store, **kwargs):
@@ -96,3 +96,35 @@ def test_batch_size_and_task_size_do_not_change_the_store(client, tmp_path):
     one, batched = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("one", "batched"))
     assert np.abs(one["images"][:].astype(int) - batched["images"][:].astype(int)).max() <= 1
     assert np.abs(one["n_iter"][:] - batched["n_iter"][:]).max() <= 1
+
+
+def test_a_sharded_store_resumes_and_holds_the_same_pixels(client, tmp_path):
+    """images_per_shard 4 on 10 images: 3 objects per array, a task per shard; a run
+    stopped after its first shard resumes the rest; pixels equal the unsharded store's."""
+    full = sample()
+    dataset = type(full)("sample10", full.names[::35][:10], full.items[::35][:10],
+                         full.labels[::35][:10], image_size=32, fit="center_crop")
+    options = CSCOptions(max_iter=30)
+    run(client, dataset, DEFAULT_BASIS, tmp_path / "plain.zarr", options=options)
+
+    def first_shard_written() -> bool:  # a Ctrl-C once one shard is in the store
+        store = tmp_path / "sharded.zarr"
+        return (store / "done" / "c").is_dir() and any((store / "done" / "c").iterdir())
+
+    with pytest.raises(KeyboardInterrupt):
+        run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
+            images_per_shard=4, stop_requested=first_shard_written)
+    done = zarr.open_group(tmp_path / "sharded.zarr", mode="r")["done"][:]
+    assert 4 <= done.sum() < 10 and done.sum() % 4 == 0  # whole shards only
+    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
+                  images_per_shard=4)
+    assert summary.done_before == done.sum() and summary.done == 10
+    for array in ("images", "done", "n_iter", "cluster"):
+        objects = list((tmp_path / "sharded.zarr" / array / "c").rglob("*"))
+        assert len([o for o in objects if o.is_file()]) == 3, array
+    plain, sharded = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r")
+                      for n in ("plain", "sharded"))
+    for array in ("images", "done", "n_iter", "cluster"):
+        np.testing.assert_array_equal(plain[array][:], sharded[array][:])
+    with pytest.raises(StoreError, match="made with 4 images per shard, the config asks for 1"):
+        run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options)
