@@ -12,7 +12,10 @@ Every task of the run is submitted at once, so the scheduler knows the
 whole job (the dashboard's Progress panel reads ``reconstruct N / total``);
 Dask's scheduler-side queuing (``distributed.scheduler.worker-saturation``)
 keeps only about one task per worker thread in flight, and the client holds
-futures, never pixels.
+futures, never pixels.  Finished tasks' results (a few bytes each) are held
+until the run ends, so the panel counts them as done; should a worker be
+lost, Dask runs its finished tasks again, and they skip the images the store
+already marks done.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pipeline.errors import RunStopped
 from pipeline.lease import Lease
 from pipeline.storage import StorageOptions, is_url, location
 from pipeline.store import (
+    already_written,
     check_guard,
     check_store,
     guard_store,
@@ -96,14 +100,19 @@ class ImageOutcome:
 
 def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
                      settings: TaskSettings) -> list[ImageOutcome]:
-    """Load, assign, reconstruct and store a block of images.
+    """Load, assign, reconstruct and store a block of images (``items[k]`` is image
+    ``indices[k]`` of the data set).
 
     An image that cannot be read is reported, not raised, so that one bad
     file costs only itself.  Images of one cluster are solved together
     (:func:`pipeline.stratified.reconstruct_by_cluster`).
     """
-    outcomes, images, readable = [], [], []
+    written = already_written(settings.store_path, indices, settings.storage)
+    outcomes = [ImageOutcome(index) for index in indices if index in written]
+    images, readable = [], []
     for index, item in zip(indices, items, strict=True):
+        if index in written:  # a finished task run again after its worker was lost
+            continue
         try:
             images.append(load_item(item, size=settings.size, fit=settings.fit))
             readable.append(index)
@@ -244,8 +253,8 @@ def _run_tasks(client: Client, dataset: Dataset, blocks: list[np.ndarray], bases
                          [[dataset.items[i] for i in block] for block in blocks],
                          bases=bases_future, settings=settings,
                          key=[f"reconstruct-{block[0]}-{run_id}" for block in blocks])
-    running = as_completed(futures)
-    del futures  # as_completed holds them; each is released once counted
+    running, finished = as_completed(futures), []
+    del futures
 
     def check_lease() -> None:
         if lease is not None and lease.lost:
@@ -257,7 +266,7 @@ def _run_tasks(client: Client, dataset: Dataset, blocks: list[np.ndarray], bases
               disable=not progress, desc="reconstruct") as bar:
         for future in each_completed(running, stop_requested, on_poll=check_lease):
             outcomes = future.result()
-            future.release()
+            finished.append(future)  # held to the end: the dashboard counts it as done
             check_lease()
             for outcome in outcomes:
                 if outcome.failure is None:

@@ -305,6 +305,16 @@ def pending(group: zarr.Group) -> np.ndarray:
     return np.flatnonzero(~group["done"][:])
 
 
+def already_written(path: str | Path, indices: list[int],
+                    storage: StorageOptions = StorageOptions()) -> set[int]:
+    """Which of ``indices`` the store at ``path`` marks done (one read of their range)."""
+    if len(indices) == 0:
+        return set()
+    start, stop = min(indices), max(indices) + 1
+    done = open_group(path, storage)["done"][start:stop]
+    return {int(i) for i in indices if done[i - start]}
+
+
 def shard_blocks(indices: np.ndarray, images_per_shard: int) -> list[np.ndarray]:
     """``indices`` (ascending) split by the shard they fall in: one block per shard."""
     if len(indices) == 0:

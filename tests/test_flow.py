@@ -128,3 +128,40 @@ def test_a_sharded_store_resumes_and_holds_the_same_pixels(client, tmp_path):
         np.testing.assert_array_equal(plain[array][:], sharded[array][:])
     with pytest.raises(StoreError, match="made with 4 images per shard, the config asks for 1"):
         run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options)
+
+
+def test_the_scheduler_knows_the_whole_job_and_queues_it(client, tmp_path):
+    """Every task is on the scheduler from the start (the dashboard's Progress panel reads
+    ``reconstruct N / total``), while its own queuing keeps few in flight."""
+    import threading
+
+    from pipeline.config import ComputeConfig
+
+    full = sample()
+    dataset = type(full)("sample24", full.names[:24], full.items[:24], full.labels[:24],
+                         image_size=32, fit="center_crop")
+
+    def reconstruct_states(dask_scheduler) -> dict:
+        group = dask_scheduler.task_groups.get("reconstruct")
+        return dict(group.states) if group is not None else {}
+
+    seen, running = [], threading.Event()
+    running.set()
+
+    def watch():
+        while running.is_set():
+            seen.append(client.run_on_scheduler(reconstruct_states))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run(client, dataset, DEFAULT_BASIS, tmp_path / "s.zarr",
+            options=CSCOptions(max_iter=400, rel_stop_tol=1e-9),
+            compute=ComputeConfig(images_per_task=1))
+    finally:
+        running.clear()
+        watcher.join()
+    during = [s for s in seen if s and s["memory"] + s["forgotten"] < 24]
+    assert during and all(sum(s.values()) == 24 for s in during)  # the whole job, at once
+    assert max(s["queued"] for s in during) >= 15  # waiting on the scheduler, not the client
+    assert max(s["processing"] for s in during) <= 4  # two worker threads, a few in flight
