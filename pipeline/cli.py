@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -44,6 +45,7 @@ from pipeline import __version__
 from pipeline.config import Config, load_config
 from pipeline.errors import RunStopped, UserError
 from pipeline.runtime import DEFAULT_DASHBOARD, connect, describe_failure, disconnect
+from pipeline.worker import skip_collection_at_exit
 
 log = logging.getLogger("pipeline")
 
@@ -65,12 +67,17 @@ class Job:
         What survives a failure or an interruption, and how to go on.
     stopping : str
         What the first Ctrl-C waits for, e.g. "the images being reconstructed".
+    parallel : int, optional
+        The most tasks the job can run at once (e.g. the images it has to
+        do): a LocalCluster started for it has no more worker processes
+        than this, since each costs a few seconds to start.  None: no limit.
     """
 
     run: Callable[[Any, StopRequested], int]
     what: str
     kept: str
     stopping: str = "the work in hand"
+    parallel: int | None = None
 
 
 def command_parser(prog: str, description: str, *, config_help: str,
@@ -92,7 +99,7 @@ def command_parser(prog: str, description: str, *, config_help: str,
                         help="run on this Dask scheduler, e.g. tcp://host:8786 "
                         "(default: a LocalCluster on this machine)")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes "
-                        "(default: one per core)")
+                        "(default: one per core, no more than the job can use)")
     parser.add_argument("--dashboard-address", default=DEFAULT_DASHBOARD,
                         help="LocalCluster dashboard address (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -126,6 +133,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
     args = parser.parse_args(argv)
     args.command_line = f"{parser.prog} {shlex.join(sys.argv[1:] if argv is None else argv)}"
     configure_logging(args.verbose - args.quiet)
+    skip_collection_at_exit()  # the process ends 0.5 to 0.8 s sooner
     job = None
     try:
         config = load_command_config(args, shortcuts)
@@ -153,12 +161,17 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 def _run_on_runtime(job: Job, args: argparse.Namespace) -> int:
     with stop_after_work_in_hand(job.stopping) as stop_requested:
-        client = connect(args.scheduler, n_workers=args.workers,
+        client = connect(args.scheduler, n_workers=args.workers or local_workers(job),
                          dashboard_address=args.dashboard_address)
         try:
             return job.run(client, stop_requested)
         finally:
             disconnect(client)
+
+
+def local_workers(job: Job) -> int:
+    """Worker processes of a LocalCluster for ``job``: one per core, no more than it can use."""
+    return max(1, min(os.cpu_count() or 1, job.parallel or sys.maxsize))
 
 
 @contextlib.contextmanager

@@ -77,8 +77,10 @@ class IgnoreInterrupts(WorkerPlugin):
 
     A terminal sends SIGINT to the whole process group; the command then
     stops cleanly and closes its LocalCluster, while each worker process
-    would otherwise print a KeyboardInterrupt traceback.  Registered only on
-    the LocalCluster's own workers, never on a scheduler's that the user runs.
+    would otherwise print a KeyboardInterrupt traceback (and, closed in the
+    middle of a task, the traceback of its interrupted heartbeat).
+    Registered only on the LocalCluster's own worker processes, never on a
+    scheduler's that the user runs.
     """
 
     name = "pipeline-ignore-interrupts"
@@ -87,6 +89,12 @@ class IgnoreInterrupts(WorkerPlugin):
         import signal
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def teardown(self, worker) -> None:
+        # The command closes these workers itself, after Ctrl-C while a task still
+        # runs: a heartbeat that the closing interrupts would log a traceback
+        # ("Failed to communicate with scheduler during heartbeat").
+        logging.getLogger("distributed.worker").setLevel(logging.CRITICAL)
 
 
 def connect(
