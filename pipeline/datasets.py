@@ -442,7 +442,11 @@ class _RemoteNpy:
         self.url, self.storage = url, storage
         with open_file(url, storage) as f:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"{url}: .npy format version {version} is not supported")
+            shape, fortran, dtype = readers[version](f)
             self.offset = f.tell()
         if fortran or dtype.hasobject:
             raise ValueError(f"{url}: only C-ordered plain arrays can be read lazily")

@@ -214,3 +214,25 @@ def test_credentials_in_a_config_are_refused(tmp_path):
                        "read from a config") as err:
         load_config(str(config))
     assert SECRET_KEY not in str(err.value)
+
+
+def test_npy_npz_and_zarr_data_sets_read_from_the_bucket(s3, tmp_path):
+    """A .npy is read image by image with range requests; .npz whole; a Zarr store by chunks."""
+    from pipeline.datasets import array_file, sample, zarr_images
+
+    storage = StorageOptions(endpoint_url=s3.endpoint)
+    pixels = np.stack(sample().items[:5])  # (5, 64, 64, 3) uint8
+    np.save(tmp_path / "five.npy", pixels)
+    np.savez(tmp_path / "five.npz", images=pixels, labels=np.arange(5))
+    zarr.save_array(str(tmp_path / "five.zarr"), pixels, zarr_format=3)
+    for name in ("five.npy", "five.npz"):
+        s3.fs.put_file(str(tmp_path / name), f"{s3.bucket}/arrays/{name}")
+    s3.fs.put(str(tmp_path / "five.zarr") + "/", f"{s3.bucket}/arrays/five.zarr/", recursive=True)
+    for dataset in (array_file(s3.url("arrays/five.npy"), storage=storage),
+                    array_file(s3.url("arrays/five.npz"), storage=storage),
+                    zarr_images(s3.url("arrays/five.zarr"), storage=storage)):
+        assert len(dataset) == 5
+        for i in (0, 4):
+            np.testing.assert_array_equal(dataset.load(i), pixels[i].astype(np.float32) / 255)
+    with pytest.raises(Exception, match="arrays/missing.npy: array file not found"):
+        array_file(s3.url("arrays/missing.npy"), storage=storage)
