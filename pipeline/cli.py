@@ -171,7 +171,8 @@ def _run_on_runtime(job: Job, args: argparse.Namespace) -> int:
 
 def local_workers(job: Job) -> int:
     """Worker processes of a LocalCluster for ``job``: one per core, no more than it can use."""
-    return max(1, min(os.cpu_count() or 1, job.parallel or sys.maxsize))
+    useful = sys.maxsize if job.parallel is None else job.parallel
+    return max(1, min(os.cpu_count() or 1, useful))
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipeline import evaluate, learn, reconstruct
+from pipeline.cli import Job, local_workers
 from pipeline.config import Config, load_config
 
 RUNTIME = ["--workers", "1", "--dashboard-address", "127.0.0.1:0"]
@@ -61,6 +62,15 @@ def test_a_bug_before_the_runtime_starts_is_exit_1_too(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "preparing the run failed: RuntimeError: injected bug" in err
     assert "Dask dashboard" not in err and "Traceback" not in err
+
+
+def test_a_local_cluster_has_no_more_workers_than_the_job_can_use(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+
+    def job(parallel):
+        return Job(run=lambda client, stop: 0, what="run", kept="", parallel=parallel)
+
+    assert [local_workers(job(n)) for n in (None, 100, 3, 0)] == [16, 16, 3, 1]
 
 
 USER_ERRORS = {
