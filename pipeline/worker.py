@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import copy
 import ctypes
 import gc
 import os
@@ -59,9 +60,13 @@ STAGE_MODULES = ("pipeline.datasets", "pipeline.store", "pipeline.stratified",
 _applied: dict = {}
 
 
-@cache
 def dask_config() -> dict:
-    """The shipped Dask config file, as a nested dict."""
+    """The shipped Dask config file, as a nested dict (a copy of its own)."""
+    return copy.deepcopy(_read_config())
+
+
+@cache
+def _read_config() -> dict:
     try:
         return yaml.safe_load(CONFIG_FILE.read_text())
     except FileNotFoundError:

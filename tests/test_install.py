@@ -49,6 +49,9 @@ def test_wheel_carries_the_configs_and_basis_sets(installed, tmp_path):
     for name in ("photos-k1", "photos-k10", "sample-k1", "sample-k10"):
         manifest = json.loads((Path(bases) / name / "manifest.json").read_text())
         assert all((Path(bases) / name / file).is_file() for file in manifest["files"])
+    # The Dask config file of the worker settings (pipeline.worker), which the
+    # LocalCluster reads and users give to their own workers.
+    assert (installed / "pipeline" / "dask-worker.yaml").is_file()
 
 
 def test_installed_commands_run_from_another_directory(installed, tmp_path):
