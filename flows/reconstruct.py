@@ -201,9 +201,9 @@ def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
     whether another run holds it), for the commands to check before they
     start any workers.
     """
-    check_guard(_absolute(store_path), storage, guard=guard)
     check_store(_absolute(store_path), **_store_layout(dataset, bases, options, dtype),
                 overwrite=overwrite, images_per_shard=images_per_shard, storage=storage)
+    check_guard(_absolute(store_path), storage, guard=guard)
 
 
 def _absolute(store_path: str | Path) -> str | Path:

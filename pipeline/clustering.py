@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import IncrementalPCA
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,9 @@ def fit_clusters(
                          f"({count}), got {n_clusters}")
     n_components = min(n_components, count, latents.shape[1])
     blocks = _row_blocks(count, max(block_rows, n_components), n_components)
+    from sklearn.cluster import KMeans  # fitting only: assignment needs numpy alone
+    from sklearn.decomposition import IncrementalPCA
+
     pca = IncrementalPCA(n_components=n_components)
     for start, stop in blocks:
         pca.partial_fit(np.asarray(latents[start:stop], np.float32))

@@ -78,7 +78,9 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
         what="run",
         kept=f"images finished so far are kept in {config.store_path}; "
         "run the same command again to resume",
-        stopping="the images being reconstructed")
+        stopping="the images being reconstructed",
+        # At most one task per image (per shard): no more workers than that.
+        parallel=-(-len(dataset) // config.store.images_per_shard))
 
 
 def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argparse.Namespace,

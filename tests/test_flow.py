@@ -118,7 +118,9 @@ def test_a_sharded_store_resumes_and_holds_the_same_pixels(client, tmp_path):
     assert 4 <= done.sum() < 10 and done.sum() % 4 == 0  # whole shards only
     summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
                   images_per_shard=4)
-    assert summary.done_before == done.sum() and summary.done == 10
+    # The shard in flight at the stop finishes on its worker: resumed are whole shards.
+    assert summary.done_before >= done.sum() and summary.done_before % 4 == 0
+    assert summary.done == 10
     for array in ("images", "done", "n_iter", "cluster"):
         objects = list((tmp_path / "sharded.zarr" / array / "c").rglob("*"))
         assert len([o for o in objects if o.is_file()]) == 3, array
