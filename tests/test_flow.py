@@ -115,12 +115,13 @@ def test_a_sharded_store_resumes_and_holds_the_same_pixels(client, tmp_path):
         run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
             images_per_shard=4, stop_requested=first_shard_written)
     done = zarr.open_group(tmp_path / "sharded.zarr", mode="r")["done"][:]
-    assert 4 <= done.sum() < 10 and done.sum() % 4 == 0  # whole shards only
+    shards = [done[0:4], done[4:8], done[8:10]]
+    assert all(s.all() or not s.any() for s in shards)  # whole shards only
+    assert 1 <= sum(s.all() for s in shards) < 3
     summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
                   images_per_shard=4)
     # The shard in flight at the stop finishes on its worker: resumed are whole shards.
-    assert summary.done_before >= done.sum() and summary.done_before % 4 == 0
-    assert summary.done == 10
+    assert summary.done_before >= done.sum() and summary.done == 10
     for array in ("images", "done", "n_iter", "cluster"):
         objects = list((tmp_path / "sharded.zarr" / array / "c").rglob("*"))
         assert len([o for o in objects if o.is_file()]) == 3, array
