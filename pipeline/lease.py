@@ -80,18 +80,20 @@ class Lease:
 
 
 @contextlib.contextmanager
-def hold_lease(url: str, storage: StorageOptions, *, seconds: float = LEASE_SECONDS,
+def hold_lease(url: str, storage: StorageOptions, *, seconds: float | None = None,
                what: str = "this store") -> Iterator[Lease]:
     """Hold the lease object at ``url`` while the block runs, renewing it in a thread.
 
     Check ``lease.lost`` between units of work: once set, another run
-    writes the store and this one must stop.
+    writes the store and this one must stop.  ``seconds`` defaults to
+    :data:`LEASE_SECONDS`.
 
     Raises
     ------
     LeaseError
         If another live run holds the lease (naming its host and until when).
     """
+    seconds = LEASE_SECONDS if seconds is None else seconds
     lease = _acquire(url, storage, seconds, what)
     stop = threading.Event()
 

@@ -236,3 +236,43 @@ def test_npy_npz_and_zarr_data_sets_read_from_the_bucket(s3, tmp_path):
             np.testing.assert_array_equal(dataset.load(i), pixels[i].astype(np.float32) / 255)
     with pytest.raises(Exception, match="arrays/missing.npy: array file not found"):
         array_file(s3.url("arrays/missing.npy"), storage=storage)
+
+
+def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypatch):
+    """Another run takes the lease (as after a network partition longer than the lease):
+    this run notices at its next renewal, stops with a clear error, keeps what it wrote."""
+    import threading
+
+    from flows.reconstruct import LeaseLostError, reconstruct_dataset
+    from pipeline.basis import open_bases
+    from pipeline.config import ComputeConfig
+    from pipeline.csc import CSCOptions
+    from pipeline.datasets import image_folder
+    from pipeline.runtime import connect
+
+    monkeypatch.setattr("pipeline.lease.LEASE_SECONDS", 1.5)  # renewed every 0.5 s
+    storage = StorageOptions(endpoint_url=s3.endpoint)
+    dataset = image_folder(s3.url("photos"), storage=storage, image_size=32)
+    store = "out/taken.zarr"
+
+    def take_over():
+        wait_until_done(s3, store, 2)
+        s3.fs.pipe_file(f"{s3.bucket}/{store}.lease", json.dumps(
+            {"host": "elsewhere", "pid": 3, "token": "v", "expires": time.time() + 60}).encode())
+
+    thief = threading.Thread(target=take_over)
+    client = connect(n_workers=1, processes=False, dashboard_address="127.0.0.1:0")
+    try:
+        thief.start()
+        with pytest.raises(LeaseLostError, match="another run took its lease over "
+                           r"\(process 3 on elsewhere.*finished images are kept"):
+            reconstruct_dataset(client, dataset, bases=open_bases(DEFAULT_BASIS),
+                                options=CSCOptions(max_iter=800, rel_stop_tol=1e-9),
+                                compute=ComputeConfig(images_per_task=1),
+                                store_path=s3.url(store), storage=storage, progress=False)
+    finally:
+        thief.join()
+        client.close()
+        client.cluster.close()
+    assert 2 <= done_count(s3, store) < N
+    assert json.loads(s3.fs.cat_file(f"{s3.bucket}/{store}.lease"))["host"] == "elsewhere"
