@@ -26,7 +26,14 @@ import numpy as np
 from pipeline import __version__
 from pipeline.errors import UserError
 from pipeline.resources import BASIS_FOLDER
-from pipeline.storage import StorageOptions, filesystem, is_url, location, name_of
+from pipeline.storage import (
+    StorageOptions,
+    filesystem,
+    is_url,
+    location,
+    name_of,
+    translate_errors,
+)
 
 DEFAULT_BASIS_SET = BASIS_FOLDER / "photos-k10"
 """The basis set of 10 clusters learned on the embedded photo tiles: the default of reconstruct."""
@@ -196,14 +203,15 @@ def _open_remote_bases(url: str, storage: StorageOptions) -> BasisSet:
     there, so every check of a local set applies; errors name the URL."""
     fs, inner = filesystem(url, storage)
     parent = url.rsplit("/", 1)[0]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, translate_errors(url, storage):
         target = Path(tmp) / name_of(url)
-        if fs.isdir(inner):
-            fs.get(inner + "/", str(target) + "/", recursive=True)
-        elif fs.isfile(inner):
+        if fs.isfile(inner):
             fs.get(inner, str(target))
+        elif fs.isfile(f"{inner}/{MANIFEST}"):  # a set: only then copy the whole prefix
+            fs.get(inner + "/", str(target) + "/", recursive=True)
         else:
-            raise BasisError(f"{url}: basis not found (neither a basis-set folder nor a file)")
+            raise BasisError(f"{url}: basis not found (neither a basis file nor a basis-set "
+                             f"folder with {MANIFEST})")
         try:
             return open_bases(target)
         except BasisError as err:

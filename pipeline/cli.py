@@ -210,3 +210,7 @@ def configure_logging(level_shift: int) -> None:
     logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
     # ART (the evaluation's attacks) logs every attack's start and success rate at INFO.
     logging.getLogger("art").setLevel(max(level, logging.WARNING))
+    # Object storage's clients log every signed request at DEBUG, with the access key's id
+    # and the session token in its headers: never shown, whatever the verbosity.
+    for name in ("botocore", "aiobotocore", "boto3", "s3fs", "fsspec", "aiohttp", "urllib3"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

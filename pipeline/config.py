@@ -27,7 +27,7 @@ from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.dae import DAEOptions
 from pipeline.errors import UserError
 from pipeline.resources import CONFIG_FOLDER
-from pipeline.storage import CREDENTIAL_KEYS, StorageOptions, location
+from pipeline.storage import CREDENTIAL_KEYS, StorageOptions, is_url, location
 
 
 class ConfigError(UserError, ValueError):
@@ -227,6 +227,13 @@ class Config:
     export: str | None = None
     learn: LearnConfig = field(default_factory=LearnConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def __post_init__(self) -> None:
+        for key, value in (("export", self.export), ("learn.out", self.learn.out),
+                           ("evaluate.out", self.evaluate.out)):
+            if is_url(value):
+                raise ValueError(f"{key} must be a local folder, got {value!r} (URLs are read "
+                                 "for dataset.path, store.path and basis)")
 
     @property
     def store_path(self) -> str | Path:

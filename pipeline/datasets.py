@@ -24,7 +24,16 @@ from PIL import Image, UnidentifiedImageError
 from skimage.transform import resize as _resize
 
 from pipeline.errors import UserError
-from pipeline.storage import StorageOptions, filesystem, is_url, join, open_file, zarr_options
+from pipeline.storage import (
+    StorageOptions,
+    filesystem,
+    is_url,
+    join,
+    location,
+    open_file,
+    translate_errors,
+    zarr_options,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -327,15 +336,12 @@ def _list_objects(url: str, storage: StorageOptions) -> tuple[str, list[str]]:
     """``(url, names)``: the image objects under a URL prefix, relative to it, sorted."""
     fs, inner = filesystem(url, storage)
     inner = inner.rstrip("/")
-    try:
+    with translate_errors(url, storage):
         found = fs.find(inner)
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{url}: cannot list the data set ({type(err).__name__}: "
-                           f"{err})") from None
-    names = sorted(p[len(inner) + 1:] for p in found
-                   if p.startswith(inner + "/") and Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise DatasetError(f"{url}: data set folder not found (no objects under it)")
+    names = sorted(p[len(inner) + 1:] for p in found
+                   if p.startswith(inner + "/") and Path(p).suffix.lower() in IMAGE_SUFFIXES)
     return url.rstrip("/"), names
 
 
@@ -380,7 +386,8 @@ def _is_file(path: str | Path, storage: StorageOptions) -> bool:
     if not is_url(path):
         return Path(path).is_file()
     fs, inner = filesystem(str(path), storage)
-    return fs.isfile(inner)
+    with translate_errors(path, storage):
+        return fs.isfile(inner)
 
 
 def zarr_images(path: str | Path, *, name: str = "zarr",
@@ -392,7 +399,8 @@ def zarr_images(path: str | Path, *, name: str = "zarr",
 
     where = str(path).rstrip("/") if is_url(path) else Path(path).expanduser()
     try:
-        node = zarr.open(where, mode="r", storage_options=zarr_options(where, storage))
+        with translate_errors(where, storage):
+            node = zarr.open(where, mode="r", storage_options=zarr_options(where, storage))
     except (FileNotFoundError, ValueError, zarr.errors.NodeTypeValidationError) as err:
         raise DatasetError(f"{path}: not a readable Zarr array or group ({err})") from None
     key = ""
@@ -523,6 +531,7 @@ def open_dataset(config, name: str, storage: StorageOptions = StorageOptions()) 
     """The data set a :class:`pipeline.config.DatasetConfig` describes; a ``path`` that is
     a URL is reached with ``storage`` (the config's ``storage_options``)."""
     fit_args = {"image_size": config.image_size, "fit": config.fit, "storage": storage}
+    path = location(config.path) if config.path else None  # file:// too
     if config.source == "photos":
         return photo_tiles(config.count, name=name, seed=config.seed)
     if config.source == "sample":
@@ -533,12 +542,12 @@ def open_dataset(config, name: str, storage: StorageOptions = StorageOptions()) 
     if not config.path:
         raise DatasetError(f"{name}: dataset.path is required for source {config.source!r}")
     if config.source == "folder":
-        return image_folder(config.path, name=name, **fit_args)
+        return image_folder(path, name=name, **fit_args)
     if config.source == "cifar10":
-        return cifar10(config.path, split=config.split, name=name, **fit_args)
+        return cifar10(path, split=config.split, name=name, **fit_args)
     if config.source == "zarr":
-        return zarr_images(config.path, name=name, **fit_args)
-    return array_file(config.path, name=name, **fit_args)
+        return zarr_images(path, name=name, **fit_args)
+    return array_file(path, name=name, **fit_args)
 
 
 # --- the built-in sample ------------------------------------------------------------

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.errors import UserError
-from pipeline.storage import StorageOptions, filesystem
+from pipeline.storage import StorageOptions, filesystem, translate_errors
+
+log = logging.getLogger(__name__)
 
 #: How long a lease lasts without renewal, in seconds (renewed every third of it).
 LEASE_SECONDS = 60.0
@@ -47,36 +50,49 @@ class LeaseError(UserError, RuntimeError):
 
 @dataclass
 class Lease:
-    """A held lease: the object's URL, and the version (ETag) this run last wrote."""
+    """A held lease: the object's URL, the version (ETag) this run last wrote, and when."""
 
     url: str
     storage: StorageOptions
     token: str
     etag: str
     seconds: float
-    lost: str | None = None  # why, once another run took the lease over
+    renewed: float = field(default_factory=time.time)
+    lost: str | None = None  # why, once this run may no longer write
 
     def renew(self) -> None:
-        """Extend the lease; on a version conflict, mark it lost (another run took it)."""
+        """Extend the lease.  Mark it lost when another run took it over, when its object
+        is gone, or when renewals have failed for two thirds of its time (a network
+        error): before it expires and another run may take it."""
         fs, inner = filesystem(self.url, self.storage)
         try:
             written = fs.pipe_file(inner, _body(self.token, self.seconds), IfMatch=self.etag)
-        except FileNotFoundError:
-            self.lost = "its lease object was deleted"
-            return
-        except OSError as err:
-            if _precondition_failed(err):
-                self.lost = f"another run took its lease over ({_holder(fs, inner)})"
-            return  # a passing network error: try again at the next renewal
-        self.etag = written["ETag"]
+            self.etag, self.renewed = written["ETag"], time.time()
+        except Exception as err:  # noqa: BLE001 (whatever it is, the lease must not die silently)
+            try:
+                holder, etag = _read(fs, inner)
+            except Exception:  # noqa: BLE001 (the same trouble: nothing to learn from it now)
+                holder, etag = {}, None
+            if holder.get("token") == self.token:  # our own write went through, then a retry
+                self.etag, self.renewed = etag, time.time()
+            elif _conflict(err):
+                self.lost = f"another run took its lease over ({_describe(holder)})"
+            elif isinstance(err, FileNotFoundError):
+                self.lost = "its lease object was deleted"
+            elif time.time() > self.renewed + self.seconds * 2 / 3:
+                self.lost = (f"it could not renew its lease for {time.time() - self.renewed:.0f} s "
+                             f"({type(err).__name__}), and another run may take it over")
 
     def release(self) -> None:
-        """Delete the lease object, unless another run holds it now."""
+        """Delete the lease object, unless another run holds it now; a failure only warns
+        (the lease then expires by itself)."""
         fs, inner = filesystem(self.url, self.storage)
-        with contextlib.suppress(OSError):
-            fs.invalidate_cache(inner)
-            if _etag(fs.info(inner)) == self.etag:
+        try:
+            if _read(fs, inner)[0].get("token") == self.token:
                 fs.rm_file(inner)
+        except Exception as err:  # noqa: BLE001 (the run's work is done; never fail it here)
+            log.warning("%s: could not delete the lease object (%s); it expires within %.0f s",
+                        self.url, type(err).__name__, self.seconds)
 
 
 @contextlib.contextmanager
@@ -99,7 +115,7 @@ def hold_lease(url: str, storage: StorageOptions, *, seconds: float | None = Non
 
     def renew_until_stopped() -> None:
         while not stop.wait(seconds / 3) and lease.lost is None:
-            lease.renew()
+            lease.renew()  # never raises: a failure is recorded in lease.lost
 
     renewer = threading.Thread(target=renew_until_stopped, name="lease-renewal", daemon=True)
     renewer.start()
@@ -108,8 +124,7 @@ def hold_lease(url: str, storage: StorageOptions, *, seconds: float | None = Non
     finally:
         stop.set()
         renewer.join()
-        if lease.lost is None:
-            lease.release()
+        lease.release()
 
 
 def check_free(url: str, storage: StorageOptions, *, what: str = "this store") -> None:
@@ -119,56 +134,94 @@ def check_free(url: str, storage: StorageOptions, *, what: str = "this store") -
     still taken (and the race settled) by :func:`hold_lease`.
     """
     fs, inner = filesystem(url, storage)
-    fs.invalidate_cache(inner)
-    if fs.exists(inner) and not _expired(holder := _read(fs, inner)):
-        raise LeaseError(
-            f"{what}: another run is writing to it (it holds {url}: {_describe(holder)}); "
-            "wait for it to finish, or write elsewhere with --out")
+    with translate_errors(url, storage):
+        holder, etag = _read(fs, inner)
+    if etag is not None and not _expired(holder):
+        raise _held(what, url, holder)
 
 
 def _acquire(url: str, storage: StorageOptions, seconds: float, what: str) -> Lease:
+    """Create the lease object, or take over an expired one; a few tries, as a holder may
+    release it between our reads."""
     fs, inner = filesystem(url, storage)
     token = secrets.token_hex(8)
-    try:
-        written = fs.pipe_file(inner, _body(token, seconds), mode="create")
-        return Lease(url, storage, token, written["ETag"], seconds)
-    except OSError as err:
-        if not (isinstance(err, FileExistsError) or _precondition_failed(err)):
-            raise LeaseError(f"{url}: cannot write the store's lease object "
-                             f"({type(err).__name__}: {err})") from None
-    fs.invalidate_cache(inner)
-    etag, holder = _etag(fs.info(inner)), _read(fs, inner)
-    if not _expired(holder):
-        raise LeaseError(
-            f"{what}: another run is writing to it (it holds {url}: {_describe(holder)}); "
-            "wait for it to finish, or write elsewhere with --out")
-    try:  # a dead run's lease: take it over, unless another run does so first
-        written = fs.pipe_file(inner, _body(token, seconds), IfMatch=etag)
-    except OSError as err:
-        if _precondition_failed(err):
-            raise LeaseError(f"{what}: another run has just taken over its lease ({url}); "
-                             "wait for it to finish, or write elsewhere with --out") from None
-        raise
-    return Lease(url, storage, token, written["ETag"], seconds)
+    for _ in range(3):
+        with translate_errors(url, storage):
+            try:
+                written = fs.pipe_file(inner, _body(token, seconds), mode="create")
+                return Lease(url, storage, token, written["ETag"], seconds)
+            except Exception as err:  # noqa: BLE001
+                if not _conflict(err):
+                    raise
+            holder, etag = _read(fs, inner)
+            if holder.get("token") == token:  # our create went through, then a retry
+                return Lease(url, storage, token, etag, seconds)
+            if etag is None:
+                continue  # released meanwhile: create it again
+            if not _expired(holder):
+                raise _held(what, url, holder)
+            try:  # a dead run's lease: take it over, unless another run does so first
+                written = fs.pipe_file(inner, _body(token, seconds), IfMatch=etag)
+                return Lease(url, storage, token, written["ETag"], seconds)
+            except Exception as err:  # noqa: BLE001
+                if not _conflict(err):
+                    raise
+            holder, etag = _read(fs, inner)
+            if holder.get("token") == token:
+                return Lease(url, storage, token, etag, seconds)
+            raise _held(what, url, holder)
+    raise LeaseError(f"{url}: the store's lease object kept changing; try again")
+
+
+def _held(what: str, url: str, holder: dict) -> LeaseError:
+    return LeaseError(f"{what}: another run is writing to it (it holds {url}: "
+                      f"{_describe(holder)}); wait for it to finish, or write elsewhere "
+                      "with --out")
 
 
 def _body(token: str, seconds: float) -> bytes:
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
+    return json.dumps({**_this_process(), "token": token,
                        "expires": time.time() + seconds}).encode()
 
 
-def _read(fs, inner: str) -> dict:
+def _this_process() -> dict:
+    """Host, process and what tells two machines (or containers) with one hostname apart:
+    the kernel's boot id and the process-ID namespace (Linux; empty elsewhere)."""
+    def read(read_it) -> str:
+        try:
+            return read_it().strip()
+        except OSError:
+            return ""
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "boot": read(lambda: open("/proc/sys/kernel/random/boot_id").read()),
+            "pidns": read(lambda: os.readlink("/proc/self/ns/pid"))}
+
+
+def _read(fs, inner: str) -> tuple[dict, str | None]:
+    """``(holder, etag)`` of the lease object; ``({}, None)`` when there is none.
+    A body that is not a lease reads as ``{}`` (expired)."""
+    fs.invalidate_cache(inner)
     try:
-        return json.loads(fs.cat_file(inner))
-    except (OSError, ValueError):
-        return {}  # unreadable or vanished: treated as expired
+        etag = _etag(fs.info(inner))
+        holder = json.loads(fs.cat_file(inner))
+    except FileNotFoundError:
+        return {}, None
+    except ValueError:
+        return {}, etag
+    valid = isinstance(holder, dict) and isinstance(holder.get("expires"), (int, float)) \
+        and isinstance(holder.get("pid", 0), int)
+    return (holder if valid else {}), etag
 
 
 def _expired(holder: dict) -> bool:
-    """Past its time, or held by a process of this machine that no longer runs."""
+    """Past its time, or held by a process of this machine (same host, boot and process
+    namespace) that no longer runs."""
     if float(holder.get("expires", 0)) < time.time():
         return True
-    return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+    here = _this_process()
+    same_machine = all(holder.get(key) == here[key] for key in ("host", "boot", "pidns"))
+    return same_machine and bool(here["boot"]) and not _alive(int(holder.get("pid", 0)))
 
 
 def _alive(pid: int) -> bool:
@@ -188,15 +241,17 @@ def _describe(holder: dict) -> str:
     return f"process {holder.get('pid')} on {holder.get('host')}, until {until} unless renewed"
 
 
-def _holder(fs, inner: str) -> str:
-    return _describe(_read(fs, inner))
-
-
 def _etag(info: dict) -> str | None:
     return info.get("ETag") or info.get("etag")
 
 
-def _precondition_failed(err: OSError) -> bool:
-    """s3fs reports a failed conditional write (HTTP 412) as an OSError naming it."""
-    text = f"{err} {getattr(err, '__cause__', '')}"
-    return "PreconditionFailed" in text or "412" in text or isinstance(err, FileExistsError)
+def _conflict(err: BaseException) -> bool:
+    """A conditional write that failed: the object exists (412 on If-None-Match), changed
+    (412 on If-Match), or another conditional write on it is in progress (409)."""
+    if isinstance(err, FileExistsError):
+        return True
+    for cause in (err, err.__cause__):
+        code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return True
+    return False

@@ -13,7 +13,9 @@ carry them.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,7 +25,7 @@ from pipeline.errors import UserError
 #: Keys of fsspec's storage options that hold secrets: refused in a config.
 CREDENTIAL_KEYS = ("key", "secret", "token", "password", "account_key", "sas_token",
                    "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-                   "client_kwargs", "credentials")
+                   "credentials")
 
 _URL = re.compile(r"^(?P<protocol>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
@@ -44,6 +46,11 @@ class StorageOptions:
     anon: bool = False
     profile: str | None = None
     region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError(f"storage_options.endpoint_url must start with http:// or "
+                             f"https://, got {self.endpoint_url!r}")
 
     def for_protocol(self, protocol: str) -> dict[str, Any]:
         """fsspec keyword arguments for a file system of ``protocol`` (``s3``, ``gs``, ...)."""
@@ -87,7 +94,7 @@ def location(path: str | Path) -> str | Path:
 def join(base: str | Path, *parts: str) -> str | Path:
     """``base / part / ...`` for a local path or a URL."""
     if isinstance(base, Path) or not is_url(base):
-        return Path(base).joinpath(*parts)
+        return Path(location(base)).joinpath(*parts)
     return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
 
 
@@ -128,6 +135,49 @@ def open_file(path: str | Path, storage: StorageOptions = StorageOptions(), mode
         return open(path, mode)  # noqa: SIM115 (the caller closes it)
     fs, inner = filesystem(str(path), storage)
     return fs.open(inner, mode)
+
+
+@contextlib.contextmanager
+def translate_errors(url: str | Path, storage: StorageOptions) -> Iterator[None]:
+    """Turn what object storage raises (no credentials, an unreachable endpoint, a missing
+    bucket, access denied) into one :class:`StorageError` sentence naming the URL.
+
+    Errors the project raises itself pass unchanged; so does a missing object
+    (``FileNotFoundError``) other than a missing bucket, which callers handle.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        reason = _storage_reason(err, storage)
+        if reason is None:
+            raise
+        raise StorageError(f"{redact(str(url))}: {reason}") from None
+
+
+def _storage_reason(err: Exception, storage: StorageOptions) -> str | None:
+    name, text = type(err).__name__, str(err)
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return ("no credentials found: set them where the provider's tools look, on the client "
+                "and on every worker (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                "a profile in ~/.aws/credentials named by storage_options.profile)")
+    if name == "ProfileNotFound":
+        return f"profile {storage.profile!r} (storage_options.profile) is not in ~/.aws/config"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                "SSLError", "ClientConnectorError", "ConnectionClosedError"):
+        endpoint = storage.endpoint_url or "its default endpoint"
+        return (f"cannot reach the object store at {endpoint} ({name}); check "
+                "storage_options.endpoint_url and the network")
+    if "bucket does not exist" in text or "NoSuchBucket" in text:
+        return "its bucket does not exist"
+    if isinstance(err, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
+        return f"access denied ({text}); check the credentials' permissions"
+    if isinstance(err, FileNotFoundError):
+        return None
+    if name in ("ParamValidationError", "ClientError") or isinstance(err, OSError):
+        return f"{name}: {text}"
+    return None
 
 
 def redact(url: str) -> str:

@@ -59,6 +59,7 @@ from pipeline.storage import (
     location,
     protocol_of,
     sibling,
+    translate_errors,
     zarr_options,
 )
 
@@ -289,13 +290,21 @@ def _existing_group(path: str | Path, storage: StorageOptions) -> zarr.Group | N
 
 
 def _has_content(path: str | Path, storage: StorageOptions) -> bool:
-    """Whether anything is at ``path``: a file, a non-empty folder, objects under a URL."""
+    """Whether anything is at ``path``: a file, a non-empty folder, objects under a URL
+    (whose bucket must exist)."""
     if is_url(path):
         fs, inner = filesystem(str(path), storage)
-        try:
-            return bool(fs.ls(inner.rstrip("/"), detail=False, refresh=True))
-        except FileNotFoundError:
-            return False
+        bucket, _, key = inner.strip("/").partition("/")
+        if not key:
+            raise StoreError(f"{path}: a store must be a folder inside the bucket, "
+                             f"e.g. {str(path).rstrip('/')}/out.zarr")
+        with translate_errors(path, storage):
+            if not fs.exists(bucket):
+                raise StoreError(f"{path}: its bucket {bucket!r} does not exist")
+            try:
+                return bool(fs.ls(inner.rstrip("/"), detail=False, refresh=True))
+            except FileNotFoundError:
+                return False
     path = Path(path)
     return path.exists() and not (path.is_dir() and not any(path.iterdir()))
 

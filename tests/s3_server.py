@@ -52,11 +52,15 @@ class S3Server:
                     self.__exit__()
                     raise RuntimeError("moto's S3 server did not start") from None
                 time.sleep(0.1)
-        import s3fs
+        try:
+            import s3fs
 
-        s3fs.S3FileSystem.clear_instance_cache()
-        self.fs = s3fs.S3FileSystem(endpoint_url=self.endpoint)
-        self.fs.mkdir(self.bucket)
+            s3fs.S3FileSystem.clear_instance_cache()
+            self.fs = s3fs.S3FileSystem(endpoint_url=self.endpoint)
+            self.fs.mkdir(self.bucket)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -102,7 +103,8 @@ def local_run(s3):
 @pytest.mark.slow
 def test_a_bucket_to_bucket_run_on_separate_workers_equals_the_local_run(s3, local_run):
     with DaskProcesses(workers=2, separate_folders=True, log_folder=s3.root) as dask:
-        run = reconstruct(s3, "remote", s3.url("out/whole.zarr"), "--scheduler", dask.address)
+        run = reconstruct(s3, "remote", s3.url("out/whole.zarr"), "--scheduler", dask.address,
+                          "-v")  # the most verbose logs must not carry credentials either
         output = finished(run)
     assert f"{N} of {N} images done" in output
     same_objects(s3, "out/whole.zarr", local_run)
@@ -218,7 +220,7 @@ def test_credentials_in_a_config_are_refused(tmp_path):
 
 def test_npy_npz_and_zarr_data_sets_read_from_the_bucket(s3, tmp_path):
     """A .npy is read image by image with range requests; .npz whole; a Zarr store by chunks."""
-    from pipeline.datasets import array_file, sample, zarr_images
+    from pipeline.datasets import DatasetError, array_file, sample, zarr_images
 
     storage = StorageOptions(endpoint_url=s3.endpoint)
     pixels = np.stack(sample().items[:5])  # (5, 64, 64, 3) uint8
@@ -234,7 +236,7 @@ def test_npy_npz_and_zarr_data_sets_read_from_the_bucket(s3, tmp_path):
         assert len(dataset) == 5
         for i in (0, 4):
             np.testing.assert_array_equal(dataset.load(i), pixels[i].astype(np.float32) / 255)
-    with pytest.raises(Exception, match="arrays/missing.npy: array file not found"):
+    with pytest.raises(DatasetError, match="arrays/missing.npy: array file not found"):
         array_file(s3.url("arrays/missing.npy"), storage=storage)
 
 
@@ -276,3 +278,54 @@ def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypa
         client.cluster.close()
     assert 2 <= done_count(s3, store) < N
     assert json.loads(s3.fs.cat_file(f"{s3.bucket}/{store}.lease"))["host"] == "elsewhere"
+
+
+@pytest.mark.slow
+def test_a_lease_that_cannot_be_renewed_is_given_up_before_it_expires(s3):
+    """A network failure does not kill the renewal silently: once two thirds of the lease's
+    time have passed without a renewal, the run is told to stop."""
+    from pipeline.lease import Lease
+
+    unreachable = StorageOptions(endpoint_url="http://127.0.0.1:9")  # nothing listens there
+    # The client retries for about 20 s before it gives up on an attempt.
+    lease = Lease(s3.url("leases/cut.zarr.lease"), unreachable, "t", '"etag"', seconds=120,
+                  renewed=time.time())
+    lease.renew()
+    assert lease.lost is None  # less than 80 s without a renewal: try again later
+    lease.seconds = 30  # now two thirds of its time have passed
+    lease.renew()
+    assert re.match(r"it could not renew its lease for \d+ s \(EndpointConnectionError\), "
+                    "and another run may take it over", lease.lost)
+
+
+def test_object_storage_mistakes_are_one_sentence_before_any_worker(s3, tmp_path, capsys):
+    from pipeline.reconstruct import main
+
+    def run(*settings: str) -> str:
+        assert main([str(s3.root / "remote.yaml"), *(a for s in settings for a in ("--set", s)),
+                     "--workers", "1", "--dashboard-address", "127.0.0.1:0"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "Dask dashboard" not in err
+        return err
+
+    assert "s3://pipeline-test: a store must be a folder inside the bucket" in run(
+        "store.path=s3://pipeline-test/")
+    assert "s3://no-such-bucket/out.zarr: its bucket 'no-such-bucket' does not exist" in run(
+        "store.path=s3://no-such-bucket/out.zarr")
+    assert "cannot reach the object store at http://127.0.0.1:9 (EndpointConnectionError)" \
+        in run("storage_options.endpoint_url=http://127.0.0.1:9")
+    assert "endpoint_url must start with http:// or https://" in run(
+        f"storage_options.endpoint_url={s3.endpoint[len('http://'):]}")
+    assert "export must be a local folder, got 's3://pipeline-test/png'" in run(
+        "export=s3://pipeline-test/png")
+    assert "s3://no-such-bucket/photos: its bucket does not exist" in run(
+        "dataset.path=s3://no-such-bucket/photos")
+
+
+def test_a_file_url_is_a_local_path(s3):
+    from pipeline.config import DatasetConfig
+    from pipeline.datasets import open_dataset
+
+    config = DatasetConfig(source="folder", path=f"file://{s3.root / 'photos'}", image_size=32)
+    dataset = open_dataset(config, "photos")
+    assert len(dataset) == N and dataset.classes == ["cats", "cups"]
