@@ -160,8 +160,10 @@ def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
     Raises
     ------
     StoreError
-        If another run holds the store, or an object store other than S3 is
-        to be written with ``guard="auto"`` (it offers no conditional write).
+        If another run holds a local store, or an object store other than S3
+        is to be written with ``guard="auto"`` (it offers no conditional write).
+    pipeline.lease.LeaseError
+        If another run holds an ``s3://`` store's lease.
     """
     if guard == "none":
         yield None
