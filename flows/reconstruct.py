@@ -43,6 +43,7 @@ from pipeline.store import (
     check_guard,
     check_store,
     guard_store,
+    open_group,
     open_store,
     pending,
     shard_blocks,
@@ -107,7 +108,8 @@ def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
     file costs only itself.  Images of one cluster are solved together
     (:func:`pipeline.stratified.reconstruct_by_cluster`).
     """
-    written = already_written(settings.store_path, indices, settings.storage)
+    group = open_group(settings.store_path, settings.storage, mode="r+")  # once per task
+    written = already_written(group, indices)
     outcomes = [ImageOutcome(index) for index in indices if index in written]
     images, readable = [], []
     for index, item in zip(indices, items, strict=True):
@@ -123,8 +125,7 @@ def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
     reconstructions, n_iter, clusters = reconstruct_by_cluster(
         np.stack(images), bases, options=settings.options,
         batch_size=settings.compute.batch_size, device=settings.compute.device)
-    write_images(settings.store_path, readable, reconstructions, n_iter, clusters,
-                 settings.storage)
+    write_images(group, readable, reconstructions, n_iter, clusters)
     return outcomes + [ImageOutcome(int(index)) for index in readable]
 
 
@@ -201,9 +202,10 @@ def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
     whether another run holds it), for the commands to check before they
     start any workers.
     """
-    check_store(_absolute(store_path), **_store_layout(dataset, bases, options, dtype),
+    store_path = _absolute(store_path)
+    check_store(store_path, **_store_layout(dataset, bases, options, dtype),
                 overwrite=overwrite, images_per_shard=images_per_shard, storage=storage)
-    check_guard(_absolute(store_path), storage, guard=guard)
+    check_guard(store_path, storage, guard=guard)
 
 
 def _absolute(store_path: str | Path) -> str | Path:

@@ -354,7 +354,7 @@ def array_file(path: str | Path, *, name: str = "arrays",
     (memory-mapped, or by range requests under a URL); a ``.npz`` is
     compressed, so it is read whole.
     """
-    where = str(path) if is_url(path) else Path(path).expanduser()
+    where = location(path)
     if not _is_file(where, storage):
         raise DatasetError(f"{path}: array file not found")
     labels = names = None
@@ -397,7 +397,7 @@ def zarr_images(path: str | Path, *, name: str = "zarr",
     path or a URL."""
     import zarr
 
-    where = str(path).rstrip("/") if is_url(path) else Path(path).expanduser()
+    where = location(path)
     try:
         with translate_errors(where, storage):
             node = zarr.open(where, mode="r", storage_options=zarr_options(where, storage))
@@ -475,7 +475,7 @@ def cifar10(path: str | Path, *, split: str = "test", name: str = "cifar10",
             storage: StorageOptions = StorageOptions(), **fit_args) -> Dataset:
     """CIFAR-10 python batches (``cifar-10-batches-py``, a folder or a URL): ``split`` is
     test, train or all."""
-    root = str(path).rstrip("/") if is_url(path) else Path(path).expanduser()
+    root = location(path)
     batches = {"test": ["test_batch"], "train": [f"data_batch_{i}" for i in range(1, 6)]}
     batches["all"] = batches["train"] + batches["test"]
     if split not in batches:

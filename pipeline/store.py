@@ -120,22 +120,22 @@ def open_store(
     if existing is not None:
         return existing
     settings = _full_settings(settings, names, image_shape, dtype)
-    group = zarr.open_group(_zarr_path(path), mode="w", zarr_format=3,
+    group = zarr.open_group(location(path), mode="w", zarr_format=3,
                             storage_options=zarr_options(path, storage))
     n = len(names)
-    sharded = {"shards": (images_per_shard,)} if images_per_shard > 1 else {}
+    per_shard = (images_per_shard,) if images_per_shard > 1 else None  # None: no sharding
     group.create_array("images", shape=(n, *image_shape), chunks=(1, *image_shape),
-                       dtype=dtype, fill_value=0,
-                       **({"shards": (images_per_shard, *image_shape)} if sharded else {}))
+                       shards=per_shard and (*per_shard, *image_shape), dtype=dtype,
+                       fill_value=0)
     group.create_array("names", shape=(n,), chunks=(max(n, 1),), dtype=str)[:] = np.array(names)
     group.create_array("labels", shape=(n,), chunks=(max(n, 1),), dtype="int64")[:] = (
         -1 if labels is None else labels)
-    group.create_array("cluster", shape=(n,), chunks=(1,), dtype="int16", fill_value=-1,
-                       **sharded)
-    group.create_array("n_iter", shape=(n,), chunks=(1,), dtype="int16", fill_value=0,
-                       **sharded)
-    group.create_array("done", shape=(n,), chunks=(1,), dtype=bool, fill_value=False,
-                       **sharded)
+    group.create_array("cluster", shape=(n,), chunks=(1,), shards=per_shard, dtype="int16",
+                       fill_value=-1)
+    group.create_array("n_iter", shape=(n,), chunks=(1,), shards=per_shard, dtype="int16",
+                       fill_value=0)
+    group.create_array("done", shape=(n,), chunks=(1,), shards=per_shard, dtype=bool,
+                       fill_value=False)
     group.attrs.update({"settings": settings, "version": __version__, **_plain(attrs or {})})
     return group
 
@@ -143,7 +143,7 @@ def open_store(
 def open_group(path: str | Path, storage: StorageOptions = StorageOptions(),
                mode: str = "r") -> zarr.Group:
     """An existing store's group, local or at a URL (``mode`` ``"r"`` or ``"r+"``)."""
-    return zarr.open_group(_zarr_path(path), mode=mode,
+    return zarr.open_group(location(path), mode=mode,
                            storage_options=zarr_options(path, storage))
 
 
@@ -182,13 +182,9 @@ def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
 
 def check_guard(path: str | Path, storage: StorageOptions = StorageOptions(), *,
                 guard: str = "auto") -> None:
-    """Raise :class:`StoreError` now if :func:`guard_store` would refuse; holds nothing."""
-    if guard == "none":
-        return
-    if not is_url(path):
-        with lock_store(path):
-            return
-    if protocol_of(str(path)) in ("s3", "s3a"):
+    """Raise now if :func:`guard_store` would refuse; holds nothing after it returns
+    (an S3 lease is only read, so that a refused run writes nothing)."""
+    if guard != "none" and is_url(path) and protocol_of(str(path)) in ("s3", "s3a"):
         check_free(str(sibling(path, ".lease")), storage, what=str(path))
     else:
         with guard_store(path, storage, guard=guard):
@@ -273,10 +269,6 @@ def _full_settings(settings: dict, names: list[str], image_shape, dtype: str) ->
                    "dtype": dtype, "names_digest": _digest(names)})
 
 
-def _zarr_path(path: str | Path) -> str | Path:
-    return str(path).rstrip("/") if is_url(path) else Path(path)
-
-
 def _existing_group(path: str | Path, storage: StorageOptions) -> zarr.Group | None:
     if not _has_content(path, storage):
         return None
@@ -316,13 +308,12 @@ def pending(group: zarr.Group) -> np.ndarray:
     return np.flatnonzero(~group["done"][:])
 
 
-def already_written(path: str | Path, indices: list[int],
-                    storage: StorageOptions = StorageOptions()) -> set[int]:
-    """Which of ``indices`` the store at ``path`` marks done (one read of their range)."""
+def already_written(group: zarr.Group, indices: list[int]) -> set[int]:
+    """Which of ``indices`` the store marks done (one read of their range)."""
     if len(indices) == 0:
         return set()
     start, stop = min(indices), max(indices) + 1
-    done = open_group(path, storage)["done"][start:stop]
+    done = group["done"][start:stop]
     return {int(i) for i in indices if done[i - start]}
 
 
@@ -334,18 +325,18 @@ def shard_blocks(indices: np.ndarray, images_per_shard: int) -> list[np.ndarray]
     return np.split(np.asarray(indices), np.flatnonzero(np.diff(shards)) + 1)
 
 
-def write_images(path: str | Path, indices: list[int], images: np.ndarray,
-                 n_iter: list[int], clusters: list[int],
-                 storage: StorageOptions = StorageOptions()) -> None:
-    """Write reconstructions ``indices``, then mark them done, a shard at a time.
+def write_images(group: zarr.Group, indices: list[int], images: np.ndarray,
+                 n_iter: list[int], clusters: list[int]) -> None:
+    """Write reconstructions ``indices`` into the store's ``group`` (opened ``"r+"``), then
+    mark them done, a shard at a time.
 
-    ``images`` is (K, H, W, 3) float32 in [0, 1]; it is stored as the
-    ``images`` array's dtype (uint8 by rounding ``image * 255``).  Each
-    shard's images (one image when the store is not sharded) are written as
-    one region, so each stored object is written once; images of the shard
-    that are not given keep what the store holds.  Called on workers.
+    ``indices``, ``n_iter`` and ``clusters`` have length K; ``images`` is
+    (K, H, W, 3) float32 in [0, 1], stored as the ``images`` array's dtype
+    (uint8 by rounding ``image * 255``).  Each shard's images (one image when
+    the store is not sharded) are written as one region, so each stored
+    object is written once; images of the shard that are not given keep what
+    the store holds.  Called on workers.
     """
-    group = open_group(path, storage, mode="r+")
     per_shard = shard_size(group)
     values = {"images": _as_stored(images, group["images"].dtype),
               "n_iter": np.asarray(n_iter, np.int16), "cluster": np.asarray(clusters, np.int16),
@@ -356,9 +347,9 @@ def write_images(path: str | Path, indices: list[int], images: np.ndarray,
         rows = order[np.searchsorted(indices[order], block)]
         start = int(block[0]) // per_shard * per_shard
         stop = min(start + per_shard, group["done"].shape[0])
+        whole = len(block) == stop - start
         for name in ("images", "n_iter", "cluster", "done"):  # done only after the rest
             array = group[name]
-            whole = len(block) == stop - start
             region = np.empty((stop - start, *array.shape[1:]), array.dtype) if whole \
                 else array[start:stop]
             region[block - start] = values[name][rows]
@@ -369,7 +360,7 @@ def write_image(
     path: str | Path, index: int, image: np.ndarray, n_iter: int = 0, cluster: int = 0
 ) -> None:
     """Write reconstruction ``index`` (:func:`write_images` for one image)."""
-    write_images(path, [index], image[None], [n_iter], [cluster])
+    write_images(open_group(path, mode="r+"), [index], image[None], [n_iter], [cluster])
 
 
 def _as_stored(images: np.ndarray, dtype) -> np.ndarray:
