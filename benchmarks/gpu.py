@@ -48,8 +48,9 @@ def crops(count: int) -> np.ndarray:
 def images_per_second(images, basis, *, device, batch_size) -> tuple[float, np.ndarray,
                                                                      np.ndarray]:
     started = time.perf_counter()
-    out, n_iter, _ = batched.reconstruct_and_count(images, basis, CSCOptions(),
-                                                   batch_size=batch_size, device=device)
+    coded = batched.reconstruct_and_count(images, basis, CSCOptions(), batch_size=batch_size,
+                                          device=device)
+    out, n_iter = coded.reconstructions, coded.n_iter
     if device == "cuda":
         torch.cuda.synchronize()
     return len(images) / (time.perf_counter() - started), out, n_iter

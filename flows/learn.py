@@ -4,19 +4,23 @@ Each stage is a plain function of ``pipeline``; this module only decides where
 each runs, and nothing is ever gathered on the client, which holds the data
 set's item list, the cluster of each image and the learned arrays:
 
+0. the images are split by source (:func:`split_images`): the held-out
+   sources are kept out of every stage below;
 1. the DAE trains as one task on a worker, reading its images a mini-batch
    at a time (:class:`pipeline.datasets.Images`);
-2. the latents of every image are computed in chunks on the workers and
-   written to a Zarr array (``latents.zarr`` in the working folder);
+2. the latents of every image (or their high-pass texture features,
+   ``feature: highpass``) are computed in chunks on the workers and written
+   to a Zarr array (``latents.zarr`` in the working folder);
 3. PCA and KMeans are fitted on those latents by one task on a worker;
 4. every cluster's dictionary is learned as its own task, by the online
-   learner reading mini-batches of its images (:mod:`pipeline.online_cdl`),
+   learner reading mini-batches of its images until it has converged on its
+   cluster's validation images (:func:`pipeline.online_cdl.learn_online`),
    so clusters are learned in parallel on different workers; with
    ``control``, one more task learns a single dictionary on all the images
-   with the budget of all the clusters together;
-5. held-out images, kept out of every stage above, are reconstructed on the
-   workers with their cluster's dictionary and with the control's: the
-   report's PSNR and code density per cluster.
+   (first, when the clusters start from it: ``init: control``);
+5. held-out images are reconstructed on the workers with their cluster's
+   dictionary and with the control's: the report's PSNR and code density
+   per cluster.
 
 Workers report their progress (DAE epochs, learning steps) as Dask events,
 which drive one progress bar per stage here.
@@ -25,6 +29,7 @@ which drive one progress bar per stage here.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -43,7 +48,8 @@ from pipeline.dae import LATENT_SHAPE, DAEOptions, default_device, encode, load_
 from pipeline.datasets import Dataset, Images
 from pipeline.dictionary import learn_dictionary
 from pipeline.errors import UserError
-from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
+from pipeline.features import N_FEATURES, highpass_features
+from pipeline.online_cdl import Learned, learn_online
 from pipeline.quality import coding_quality
 
 log = logging.getLogger(__name__)
@@ -60,14 +66,16 @@ class ClusterTooSmallError(UserError, ValueError):
 class Split:
     """Which images of the data set do what (indices into it, ascending).
 
-    ``training`` are clustered and learned from, ``dae`` (a subset of them)
-    train the DAE, and ``held_out`` are kept out of every stage to measure
-    the learned set.
+    ``training`` are clustered and learned from (but for each cluster's
+    validation images), ``dae`` (a subset of them) train the DAE, and
+    ``held_out`` are kept out of every stage to measure the learned set: they
+    come from the ``held_out_sources``, which no stage sees.
     """
 
     training: np.ndarray
     dae: np.ndarray
     held_out: np.ndarray
+    held_out_sources: np.ndarray
 
 
 @dataclass(kw_only=True)
@@ -108,28 +116,43 @@ class Dictionaries:
 
     Attributes
     ----------
-    bases : list of (P, P, 3, M) float32 ndarrays
-        ``bases[c]`` is cluster ``c``'s dictionary.
-    objectives : list of float64 ndarrays
-        The objective of each learning step (online: of its mini-batch),
-        per cluster.
-    control : (P, P, 3, M) float32 ndarray or None
-        One dictionary learned on all the training images with the budget
-        of all the clusters together.
-    control_objective : float64 ndarray or None
-        Its objective per step.
+    clusters : list of Learned
+        ``clusters[c]`` is cluster ``c``'s dictionary, its validation curve
+        and why it stopped (:class:`pipeline.online_cdl.Learned`).
+    control_learned : Learned or None
+        One dictionary learned on the training images of every cluster.
+    validation_images : list of int
+        How many validation images judged each cluster's dictionary, then
+        the control's (when learned).
     workers : list of str
         The worker that learned each task, in the order the tasks finished.
     task_seconds : list of float
         Each task's time, in the same order.
     """
 
-    bases: list[np.ndarray]
-    objectives: list[np.ndarray]
-    control: np.ndarray | None
-    control_objective: np.ndarray | None
+    clusters: list[Learned]
+    control_learned: Learned | None
+    validation_images: list[int]
     workers: list[str]
     task_seconds: list[float]
+
+    @property
+    def bases(self) -> list[np.ndarray]:
+        """``bases[c]``: cluster ``c``'s (P, P, 3, M) float32 dictionary."""
+        return [learned.basis for learned in self.clusters]
+
+    @property
+    def objectives(self) -> list[np.ndarray]:
+        """The mini-batch objective of each learning step, per cluster."""
+        return [learned.objectives for learned in self.clusters]
+
+    @property
+    def control(self) -> np.ndarray | None:
+        return None if self.control_learned is None else self.control_learned.basis
+
+    @property
+    def control_objective(self) -> np.ndarray | None:
+        return None if self.control_learned is None else self.control_learned.objectives
 
 
 @dataclass(kw_only=True)
@@ -171,6 +194,7 @@ class LearnResult:
     dictionaries: Dictionaries
     held_out: HeldOut | None
     seconds: dict[str, float]
+    machine: dict
 
 
 def learn_bases(
@@ -192,7 +216,7 @@ def learn_bases(
     waiting for the workers (:mod:`flows.waiting`).
     """
     started = time.perf_counter()
-    split = split_images(len(dataset), settings)
+    split = split_images(len(dataset), settings, dataset.sources)
     side = dataset.side()
 
     def images(indices: np.ndarray) -> Images:
@@ -208,43 +232,66 @@ def learn_bases(
 
     seconds, clock = dict(strata.seconds), time.perf_counter()
     members = [split.training[strata.labels == c] for c in range(settings.clusters)]
-    dictionaries = _learn_dictionaries(run, images, members, split.training, settings)
+    lmbda_csc = replace(csc, lmbda=settings.dictionary.lmbda)
+    dictionaries = _learn_dictionaries(run, images, members, settings, lmbda_csc)
     seconds["dictionaries"] = time.perf_counter() - clock
     held_out = None
     if len(split.held_out):
         clock = time.perf_counter()
         held_out = _measure_held_out(run, images, split.held_out, strata.held_out_labels,
-                                     dictionaries, replace(csc, lmbda=settings.dictionary.lmbda))
+                                     dictionaries, lmbda_csc)
         seconds["held_out"] = time.perf_counter() - clock
     seconds["total"] = time.perf_counter() - started
     return LearnResult(split=split, strata=strata, dictionaries=dictionaries,
-                       held_out=held_out, seconds=seconds)
+                       held_out=held_out, seconds=seconds, machine=_machine(client))
 
 
-def split_images(count: int, settings: LearnConfig) -> Split:
+def split_images(count: int, settings: LearnConfig, sources: np.ndarray | None = None) -> Split:
     """The seeded split of ``count`` images into training, DAE and held-out images.
+
+    Held out by source: ``sources`` (N,) gives the source of each image (the
+    photograph of a tile; None: each image is its own), and every image of a
+    held-out source is kept out of every stage, so no held-out image overlaps
+    a training one.  ``settings.held_out_sources`` sources are held out (null:
+    sources in a seeded order until they hold ``held_out`` images, at most a
+    tenth of the images), and ``held_out`` of their images are measured.
 
     Raises :class:`ClusterTooSmallError` when too few are left for the clusters.
     """
     rng = np.random.default_rng(settings.seed)
     chosen = rng.permutation(count)[:settings.max_images or count]
-    held = min(settings.held_out, len(chosen) // 10)
-    training, held_out = np.sort(chosen[held:]), np.sort(chosen[:held])
+    own = np.arange(count) if sources is None else np.asarray(sources)
+    order = rng.permutation(np.unique(own[chosen]))
+    if settings.held_out_sources is not None:
+        if settings.held_out_sources >= len(order):
+            raise ClusterTooSmallError(
+                f"held_out_sources is {settings.held_out_sources}, and the images come from "
+                f"{len(order)} sources: at least one must be left to learn from")
+        held_sources = order[:settings.held_out_sources]
+    else:
+        wanted = min(settings.held_out, len(chosen) // 10)
+        per_source = np.bincount(own[chosen], minlength=own.max() + 1)[order]
+        held_sources = order[:int(np.searchsorted(np.cumsum(per_source), wanted) + 1)
+                             if wanted else 0]
+    held = np.isin(own[chosen], held_sources)
+    training = np.sort(chosen[~held])
+    held_out = np.sort(rng.permutation(chosen[held])[:settings.held_out])
     dae = np.sort(rng.permutation(training)[:settings.dae_images])
     if len(training) < settings.clusters * MIN_CLUSTER_IMAGES:
         raise ClusterTooSmallError(
             f"{settings.clusters} clusters of at least {MIN_CLUSTER_IMAGES} images each need "
             f"{settings.clusters * MIN_CLUSTER_IMAGES} images, and there are {len(training)}: "
             "use fewer clusters (--clusters) or more images")
-    return Split(training=training, dae=dae, held_out=held_out)
+    return Split(training=training, dae=dae, held_out=held_out,
+                 held_out_sources=np.sort(held_sources))
 
 
 def manifest_settings(settings: LearnConfig) -> dict:
-    """The learning settings as a basis set's manifest records them."""
-    return {**asdict(settings.dictionary), "clusters": settings.clusters,
-            "max_images": settings.max_images, "held_out": settings.held_out,
-            "dae_images": settings.dae_images, "control": settings.control,
-            "images_per_cluster": settings.images_per_cluster, "seed": settings.seed,
+    """The learning settings as a basis set's manifest records them: the dictionary's at
+    the top level (``lmbda`` names the files), then the rest of the ``learn`` section."""
+    rest = {key: value for key, value in asdict(settings).items()
+            if key not in ("dictionary", "dae", "out")}
+    return {**asdict(settings.dictionary), **rest,
             "dae": {**asdict(settings.dae), "seed": settings.seed}}
 
 
@@ -261,22 +308,22 @@ class _Run:
         return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress)
 
     def follow(self, bar: tqdm, kind: str, every: float = 0.5):
-        """A poll function that moves ``bar`` to the count of workers' ``kind`` events
+        """A poll function that moves ``bar`` to the sum of workers' ``kind`` events
         (asking the scheduler at most every ``every`` seconds)."""
         asked = [0.0]
 
         def poll() -> None:
             if time.monotonic() - asked[0] >= every:
                 asked[0] = time.monotonic()
-                count = sum(1 for _, e in self.client.get_events(self.topic) if e == kind)
+                count = sum(n for _, (e, n) in self.client.get_events(self.topic) if e == kind)
                 bar.update(count - bar.n)
         return poll
 
 
-def _report(topic: str | None, kind: str) -> None:
-    """On a worker: one step of ``kind`` done (the client's progress bar counts them)."""
+def _report(topic: str | None, kind: str, count: int = 1) -> None:
+    """On a worker: ``count`` steps of ``kind`` done (the client's progress bar sums them)."""
     if topic:
-        get_worker().log_event(topic, kind)
+        get_worker().log_event(topic, (kind, count))
 
 
 def _train_dae(images: Images, options: DAEOptions, seed: int, topic: str):
@@ -285,50 +332,59 @@ def _train_dae(images: Images, options: DAEOptions, seed: int, topic: str):
                      on_epoch=lambda *_: _report(topic, "epoch"))
 
 
-def _encode_chunk(images: Images, weights: dict, latents: str, start: int) -> int:
-    """Encode a chunk of images and write their latents at rows ``start:``; return the count."""
-    codes = encode(load_model(weights), images[np.arange(len(images))])
+def _encode_chunk(images: Images, weights: dict | None, latents: str, start: int) -> int:
+    """Encode a chunk of images (their high-pass texture features without ``weights``) and
+    write them at rows ``start:``; return the count."""
+    pixels = images[np.arange(len(images))]
+    codes = highpass_features(pixels) if weights is None else encode(load_model(weights), pixels)
     zarr.open_array(latents, mode="r+")[start:start + len(codes)] = codes
     return len(codes)
 
 
-def _fit_clusters(latents: str, training: int, n_clusters: int, seed: int):
+def _fit_clusters(latents: str, training: int, n_clusters: int, seed: int, standardize: bool):
     """PCA + KMeans on the first ``training`` rows of the latents (read a block of rows at a
     time); assign the rest, the held-out images, too."""
     array = zarr.open_array(latents, mode="r")
-    clusters, labels = fit_clusters(array, n_clusters, count=training, seed=seed)
+    clusters, labels = fit_clusters(array, n_clusters, count=training, seed=seed,
+                                    standardize=standardize)
     return clusters, labels, assign_blocks(array, clusters, range(training, array.shape[0]))
 
 
 def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: Path,
               chunk_size: int) -> Stratification:
-    """DAE on a worker, latents on the workers into Zarr, PCA + KMeans on a worker."""
-    client, clock, seconds = run.client, time.perf_counter(), {}
-    with run.bar(settings.dae.max_epochs, "DAE", "epoch") as bar:
-        training = client.submit(_train_dae, images(split.dae), settings.dae, settings.seed,
-                                 run.topic, pure=False)
-        weights, history = result(training, run.stop_requested, run.follow(bar, "epoch"))
-        bar.update(len(history["train"]) - bar.n)
-    seconds["dae"] = time.perf_counter() - clock
-    log.info("DAE trained on %d images: %d epochs, validation BCE %.4f (%.1f s)",
-             len(split.dae), len(history["train"]), min(history["validation"]), seconds["dae"])
+    """DAE on a worker (``feature: dae``), latents or features on the workers into Zarr,
+    PCA + KMeans on a worker."""
+    client, seconds, weights, history = run.client, {}, None, None
+    if settings.feature == "dae":
+        clock = time.perf_counter()
+        with run.bar(settings.dae.max_epochs, "DAE", "epoch") as bar:
+            training = client.submit(_train_dae, images(split.dae), settings.dae,
+                                     settings.seed, run.topic, pure=False)
+            weights, history = result(training, run.stop_requested, run.follow(bar, "epoch"))
+            bar.update(len(history["train"]) - bar.n)
+        seconds["dae"] = time.perf_counter() - clock
+        log.info("DAE trained on %d images: %d epochs, validation BCE %.4f (%.1f s)",
+                 len(split.dae), len(history["train"]), min(history["validation"]),
+                 seconds["dae"])
 
     clock = time.perf_counter()
     everything = np.concatenate([split.training, split.held_out])
     latents = workdir / "latents.zarr"
     workdir.mkdir(parents=True, exist_ok=True)
-    zarr.create_array(latents, shape=(len(everything), int(np.prod(LATENT_SHAPE))),
-                      chunks=(chunk_size, int(np.prod(LATENT_SHAPE))), dtype="float32",
-                      overwrite=True)
-    weights_future = client.scatter(weights, broadcast=True, hash=False)
+    width = int(np.prod(LATENT_SHAPE)) if weights is not None else N_FEATURES
+    zarr.create_array(latents, shape=(len(everything), width), chunks=(chunk_size, width),
+                      dtype="float32", overwrite=True)
+    weights_future = None if weights is None else client.scatter(weights, broadcast=True,
+                                                                 hash=False)
     starts = range(0, len(everything), chunk_size)
     parts = [client.submit(_encode_chunk, images(everything[s:s + chunk_size]), weights_future,
                            str(latents), s, pure=False) for s in starts]
-    with run.bar(len(everything), "latents", "img") as bar:
+    desc = "latents" if weights is not None else "features"
+    with run.bar(len(everything), desc, "img") as bar:
         for future in each_completed(as_completed(parts), run.stop_requested):
             bar.update(future.result())
     fitting = client.submit(_fit_clusters, str(latents), len(split.training), settings.clusters,
-                            settings.seed, pure=False)
+                            settings.seed, weights is None, pure=False)
     clusters, labels, held_out_labels = result(fitting, run.stop_requested)
     seconds["cluster"] = time.perf_counter() - clock
     log.info("clusters of %s images (%.1f s)",
@@ -338,59 +394,122 @@ def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: P
                           seconds=seconds)
 
 
-def _learn_cluster(cluster: int, images: Images, options: CDLOptions, seed: int,
+@dataclass(frozen=True)
+class _Task:
+    """One dictionary to learn: from which images, judged on which, from where it starts."""
+
+    cluster: int  # the number of clusters for the control
+    images: np.ndarray
+    validation: np.ndarray
+    options: CDLOptions
+    seed: int
+    initial: np.ndarray | None = None
+    first_step: int = 0
+    frozen: np.ndarray | None = None
+
+
+def _learn_cluster(task: _Task, images: Images, validation: Images, csc: CSCOptions,
                    topic: str | None = None):
     """One dictionary (a cluster's, or the control's); also which worker learned it, and
-    in how long.  Online: a mini-batch at a time; batch: all the images at once."""
+    in how long.  Online: a mini-batch at a time until it has converged on its validation
+    images; batch: all the images at once, for its iterations."""
     started = time.perf_counter()
+    held = validation[np.arange(len(validation))]
+    options = task.options
     if options.method == "online":
-        learner = OnlineLearner(initial_filters(options, seed), options, device=default_device())
-        objectives = []
-        for rows in minibatches(len(images), options.batch_size, options.max_iter, seed):
-            objectives.append(learner.step(images[rows]))
-            _report(topic, "step")
-        basis, objective = learner.basis, np.asarray(objectives)
+        learned = learn_online(images, held, options, csc=csc, seed=task.seed,
+                               initial=task.initial, first_step=task.first_step,
+                               frozen=task.frozen, device=default_device(),
+                               on_steps=lambda n: _report(topic, "step", n))
     else:
-        basis, objective = learn_dictionary(images[np.arange(len(images))], options, seed=seed,
+        basis, objective = learn_dictionary(images[np.arange(len(images))], options,
+                                            seed=task.seed,
                                             on_iteration=lambda: _report(topic, "step"))
-    return cluster, basis, objective, get_worker().address, time.perf_counter() - started
+        quality = coding_quality(held, basis, csc, device=default_device())
+        learned = Learned(basis=basis, objectives=objective, best_step=len(objective),
+                          curve={"step": np.array([len(objective)]),
+                                 "objective": np.array([quality.objective.mean()]),
+                                 "psnr": np.array([quality.psnr.mean()]),
+                                 "density": np.array([quality.density.mean()])},
+                          usage=quality.usage.mean(axis=0), stopped="step cap")
+    return task.cluster, learned, get_worker().address, time.perf_counter() - started
 
 
-def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], training: np.ndarray,
-                        settings: LearnConfig) -> Dictionaries:
-    """One task per cluster (largest first) and, with ``control``, one on all the images."""
+def validation_split(members: list[np.ndarray], size: int, seed: int
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each cluster's images split into those its dictionary learns from and its fixed
+    validation set: ``size`` of them (a seeded draw; at most a quarter of the cluster)."""
+    rng = np.random.default_rng(seed)
+    learn, validation = [], []
+    for mine in members:
+        drawn = rng.permutation(mine)
+        count = min(size, len(mine) // 4)
+        validation.append(np.sort(drawn[:count]))
+        learn.append(np.sort(drawn[count:]))
+    return learn, validation
+
+
+def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: LearnConfig,
+                        csc: CSCOptions) -> Dictionaries:
+    """One task per cluster (largest first) and, with ``control``, one on all the images;
+    with ``init: control`` the control first, and the clusters start from it."""
     options, k = settings.dictionary, settings.clusters
     rng = np.random.default_rng(settings.seed)
-    jobs = {}  # task number -> (its images, its options): the clusters, then the control
-    for c, mine in enumerate(members):
+    learn, validation = validation_split(members, settings.validation, settings.seed)
+    tasks = []
+    for c in range(k):
+        mine = learn[c]
         if options.method == "batch" and len(mine) > settings.images_per_cluster:
             mine = np.sort(rng.choice(mine, settings.images_per_cluster, replace=False))
-        jobs[c] = (mine, options)
-    if settings.control and k > 1:
-        everything = training
-        if options.method == "batch" and len(training) > k * settings.images_per_cluster:
-            everything = np.sort(rng.choice(training, k * settings.images_per_cluster,
+        tasks.append(_Task(cluster=c, images=mine, validation=validation[c], options=options,
+                           seed=settings.seed + c))
+    control = None
+    if k > 1 and (settings.control or settings.init == "control"):
+        everything = np.sort(np.concatenate(learn))
+        if options.method == "batch" and len(everything) > k * settings.images_per_cluster:
+            everything = np.sort(rng.choice(everything, k * settings.images_per_cluster,
                                             replace=False))
+        pooled = np.concatenate(validation)
+        held = np.sort(rng.permutation(pooled)[:settings.validation])
         budget = options.max_iter * (k if options.method == "online" else 1)
-        jobs[k] = (everything, replace(options, max_iter=budget))
-    tasks = [run.client.submit(_learn_cluster, c, images(mine), job_options, settings.seed + c,
-                               run.topic, pure=False, priority=len(mine) * job_options.max_iter)
-             for c, (mine, job_options) in jobs.items()]
-    learned, workers, task_seconds = {}, [], []
-    total = sum(job_options.max_iter for _, job_options in jobs.values())
+        control = _Task(cluster=k, images=everything, validation=held, seed=settings.seed + k,
+                        options=replace(options, max_iter=budget))
+    total = sum(t.options.max_iter for t in tasks) + (control.options.max_iter if control else 0)
+    finished: dict[int, Learned] = {}
+    workers, task_seconds = [], []
     with run.bar(total, "dictionaries", "step") as bar:
         poll = run.follow(bar, "step")
-        for future in each_completed(as_completed(tasks), run.stop_requested, poll):
-            c, basis, objective, worker, spent = future.result()
-            learned[c] = (basis, objective)
-            workers.append(worker)
-            task_seconds.append(spent)
+
+        def wait(submitted: list[_Task]) -> None:
+            futures = [run.client.submit(
+                _learn_cluster, t, images(t.images), images(t.validation), csc, run.topic,
+                pure=False, priority=len(t.images) * t.options.max_iter) for t in submitted]
+            for future in each_completed(as_completed(futures), run.stop_requested, poll):
+                c, learned, worker, spent = future.result()
+                finished[c] = learned
+                workers.append(worker)
+                task_seconds.append(spent)
+                log.info("%s: %d steps, %s (best at step %d, validation PSNR %.2f dB)",
+                         "control" if c == k else f"cluster {c}", learned.steps,
+                         learned.stopped, learned.best_step, learned.curve["psnr"][
+                             list(learned.curve["step"]).index(learned.best_step)])
+
+        if settings.init == "control" and control is not None:
+            wait([control])
+            start = finished[k]
+            frozen = np.zeros(options.n_filters, bool)
+            frozen[np.argsort(-start.usage, kind="stable")[:settings.shared_filters]] = True
+            tasks = [replace(t, initial=start.basis, first_step=start.steps, frozen=frozen)
+                     for t in tasks]
+            wait(tasks)
+        else:
+            wait(tasks + ([control] if control is not None else []))
         bar.update(total - bar.n)
-    control = learned.get(k, (None, None))
-    return Dictionaries(bases=[learned[c][0] for c in range(k)],
-                        objectives=[learned[c][1] for c in range(k)], control=control[0],
-                        control_objective=control[1], workers=workers,
-                        task_seconds=task_seconds)
+    return Dictionaries(clusters=[finished[c] for c in range(k)],
+                        control_learned=finished.get(k),
+                        validation_images=[len(t.validation) for t in tasks]
+                        + ([len(control.validation)] if control is not None else []),
+                        workers=workers, task_seconds=task_seconds)
 
 
 def _measure_chunk(images: Images, labels: np.ndarray, bases: list[np.ndarray],
@@ -400,11 +519,12 @@ def _measure_chunk(images: Images, labels: np.ndarray, bases: list[np.ndarray],
     psnr, density = np.zeros(len(pixels)), np.zeros(len(pixels))
     for c in np.unique(labels):
         rows = labels == c
-        psnr[rows], density[rows] = coding_quality(pixels[rows], bases[c], options,
-                                                   device=default_device())
+        quality = coding_quality(pixels[rows], bases[c], options, device=default_device())
+        psnr[rows], density[rows] = quality.psnr, quality.density
     if control is None:
         return psnr, density, None, None
-    return (psnr, density, *coding_quality(pixels, control, options, device=default_device()))
+    quality = coding_quality(pixels, control, options, device=default_device())
+    return psnr, density, quality.psnr, quality.density
 
 
 def _measure_held_out(run: _Run, images, held_out: np.ndarray, labels: np.ndarray,
@@ -428,6 +548,23 @@ def _measure_held_out(run: _Run, images, held_out: np.ndarray, labels: np.ndarra
 
 def _mean(values: np.ndarray, rows: np.ndarray) -> float | None:
     return float(np.mean(values[rows])) if rows.any() else None
+
+
+def _machine(client: Client) -> dict:
+    """Where the set was learned: the workers, their threads, and one worker's machine."""
+    records = client.run(_worker_machine)
+    return {"workers": len(records), "threads": sum(client.nthreads().values()),
+            **next(iter(records.values()))}
+
+
+def _worker_machine() -> dict:
+    import platform
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "device": device}
 
 
 def _check_cluster_sizes(labels: np.ndarray, n_clusters: int) -> None:

@@ -170,9 +170,12 @@ class BasisSet:
     bases : list of (P, P, 3, M) float32 arrays
         ``bases[c]`` reconstructs the images of cluster ``c``.
     clusters : pipeline.clustering.Clusters or None
-        PCA and centroids over DAE latents; None with a single basis.
+        PCA and centroids over the images' features; None with a single basis.
     dae_weights : dict of str to Tensor, or None
-        The DAE whose encoder makes the latents; None with a single basis.
+        The DAE whose encoder makes the latents (``feature="dae"``).
+    feature : {"dae", "highpass"}
+        What the clusters were fitted on: DAE latents, or the texture
+        features of :func:`pipeline.features.highpass_features`.
     record : dict
         What a store records: the files with their SHA-256.
     """
@@ -180,6 +183,7 @@ class BasisSet:
     bases: list[np.ndarray]
     clusters: object | None = None
     dae_weights: dict | None = None
+    feature: str = "dae"
     record: dict = field(default_factory=dict)
 
     @property
@@ -219,13 +223,14 @@ def _open_remote_bases(url: str, storage: StorageOptions) -> BasisSet:
 
 
 def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None,
-                   dae_weights: dict | None = None, control: np.ndarray | None = None,
-                   manifest: dict) -> Path:
+                   dae_weights: dict | None = None, feature: str = "dae",
+                   control: np.ndarray | None = None, manifest: dict) -> Path:
     """Write a basis set and its manifest (settings plus the SHA-256 of every file).
 
     Layout: ``cluster_<c>/<M>_p<P>_lm<lambda>.npy`` per cluster, and with
     more than one cluster ``pca_mean.npy``, ``pca_components.npy``,
-    ``centroids.npy`` and ``dae.pt`` (a state dict of tensors).  A
+    ``centroids.npy`` and, for clusters of DAE latents (``feature``),
+    ``dae.pt`` (a state dict of tensors).  A
     ``control`` basis (one dictionary learned on all the images, which the
     learn command measures the clusters against) goes to
     ``control/<M>_p<P>_lm<lambda>.npy``, named in the manifest's ``control``;
@@ -248,14 +253,17 @@ def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None
                             ("centroids.npy", clusters.centroids)):
             np.save(folder / name, array, allow_pickle=False)
             files[name] = file_sha256(folder / name)
-        save_weights(folder / "dae.pt", dae_weights)
-        files["dae.pt"] = file_sha256(folder / "dae.pt")
+        if feature == "dae":
+            save_weights(folder / "dae.pt", dae_weights)
+            files["dae.pt"] = file_sha256(folder / "dae.pt")
     extra = {}
     if control is not None:
         extra["control"] = f"control/{basis_name(control.shape[3], control.shape[0], lmbda)}"
         files[extra["control"]] = save_basis(folder / extra["control"], control)
     body = {**manifest, "version": __version__, "n_clusters": len(bases),
             "bases": [n for n in files if n.startswith("cluster_")], **extra, "files": files}
+    if clusters is not None:
+        body["feature"] = feature
     (folder / MANIFEST).write_text(json.dumps(body, indent=2) + "\n")
     return folder / MANIFEST
 
@@ -271,6 +279,7 @@ def load_basis_set(folder: str | Path) -> BasisSet:
     """
     from pipeline.clustering import Clusters
     from pipeline.dae import LATENT_SHAPE, load_weights
+    from pipeline.features import N_FEATURES
 
     folder = Path(folder)
     try:
@@ -292,15 +301,22 @@ def load_basis_set(folder: str | Path) -> BasisSet:
               for n in ("pca_mean.npy", "pca_components.npy", "centroids.npy")}
     clusters = Clusters(arrays["pca_mean.npy"], arrays["pca_components.npy"],
                         arrays["centroids.npy"])
-    latent = int(np.prod(LATENT_SHAPE))
-    if (clusters.mean.shape != (latent,) or clusters.components.shape[1:] != (latent,)
+    feature = manifest.get("feature", "dae")
+    widths = {"dae": int(np.prod(LATENT_SHAPE)), "highpass": N_FEATURES}
+    if feature not in widths:
+        raise BasisError(f"{folder / MANIFEST}: unknown feature {feature!r} (known: dae, "
+                         "highpass)")
+    width = widths[feature]
+    if (clusters.mean.shape != (width,) or clusters.components.shape[1:] != (width,)
             or clusters.centroids.shape != (len(bases), clusters.components.shape[0])):
         raise BasisError(
             f"{folder}: PCA/centroid shapes {clusters.mean.shape}, "
             f"{clusters.components.shape}, {clusters.centroids.shape} do not fit "
-            f"{len(bases)} clusters of {latent}-value latents")
-    try:
-        weights = load_weights(folder / "dae.pt")
-    except ValueError as err:
-        raise BasisError(str(err)) from None
-    return BasisSet(bases, clusters, weights, record)
+            f"{len(bases)} clusters of {width}-value {feature} features")
+    weights = None
+    if feature == "dae":
+        try:
+            weights = load_weights(folder / "dae.pt")
+        except ValueError as err:
+            raise BasisError(str(err)) from None
+    return BasisSet(bases, clusters, weights, feature, record)

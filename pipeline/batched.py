@@ -219,9 +219,36 @@ def reconstruct_batch(
     n_iter : (N,) ndarray, int
         ADMM iterations each image took.
     """
-    reconstructions, n_iter, _ = reconstruct_and_count(images, basis, options,
-                                                       batch_size=batch_size, device=device)
-    return reconstructions, n_iter
+    coded = _reconstruct(images, basis, options, batch_size, device, measure=False)
+    return coded.reconstructions, coded.n_iter
+
+
+@dataclass(frozen=True)
+class Coded:
+    """What one dictionary made of N images: the reconstructions and how their codes fit.
+
+    Attributes
+    ----------
+    reconstructions : (N, H, W, 3) float32 ndarray
+        In [0, 1], finished as the options say (:func:`pipeline.csc.finish_output`).
+    n_iter : (N,) int64 ndarray
+        ADMM iterations of each image's solve.
+    objective : (N,) float64 ndarray
+        The CBPDN objective of each image's code ``Y``:
+        ``0.5 ||sum_m d_m * y_m - s||^2 + lambda ||Y||_1`` with ``s`` its high-pass part.
+    usage : (N, M) float64 ndarray
+        The fraction of each filter's ``H x W`` coefficients that are not zero.
+    """
+
+    reconstructions: np.ndarray
+    n_iter: np.ndarray
+    objective: np.ndarray | None = None
+    usage: np.ndarray | None = None
+
+    @property
+    def density(self) -> np.ndarray:
+        """(N,) fraction of each image's ``M x H x W`` coefficients that are not zero."""
+        return self.usage.mean(axis=1)
 
 
 @torch.inference_mode()
@@ -232,9 +259,12 @@ def reconstruct_and_count(
     *,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`reconstruct_batch`, and the density of each image's code: (N,) float64, the
-    fraction of its ``M x H x W`` coefficients of ``Y`` that are not zero."""
+) -> Coded:
+    """:func:`reconstruct_batch`, and how each image's code fits and uses the filters."""
+    return _reconstruct(images, basis, options, batch_size, device, measure=True)
+
+
+def _reconstruct(images, basis, options, batch_size, device, *, measure: bool) -> Coded:
     check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
@@ -243,13 +273,22 @@ def reconstruct_and_count(
     spectrum = cached_spectrum(basis, tuple(stack.shape[-2:]), device)
     batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
     result = low  # the coded high-pass parts are added in place
-    n_iter, density = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))
+    n_iter, objective = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))
+    usage = np.zeros((len(images), basis.shape[-1]))
     for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size):
-        result[torch.from_numpy(index).to(device)] += synthesize(coefficients, spectrum)
+        rows = torch.from_numpy(index).to(device)
+        coded = synthesize(coefficients, spectrum)
+        result[rows] += coded
         n_iter[index] = iterations
-        density[index] = (coefficients != 0).double().mean(dim=(1, 2, 3)).cpu().numpy()
-    return (finish_output(result.permute(0, 2, 3, 1).cpu().numpy(), options.output), n_iter,
-            density)
+        if measure:  # a few passes more than the solve's own, so only where asked
+            fit = 0.5 * (coded - high[rows]).double().square().sum(dim=(1, 2, 3))
+            l1 = coefficients.double().abs().sum(dim=(1, 2, 3))
+            objective[index] = (fit + options.lmbda * l1).cpu().numpy()
+            usage[index] = (coefficients != 0).double().mean(dim=(2, 3)).cpu().numpy()
+    reconstructions = finish_output(result.permute(0, 2, 3, 1).cpu().numpy(), options.output)
+    if not measure:
+        return Coded(reconstructions, n_iter)
+    return Coded(reconstructions, n_iter, objective, usage)
 
 
 def auto_batch_size(shape: tuple[int, int], n_filters: int, device: torch.device) -> int:

@@ -1,4 +1,4 @@
-"""PCA + KMeans over DAE latents; assignment needs only arrays.
+"""PCA + KMeans over DAE latents (or texture features); assignment needs only arrays.
 
 The reference projects latents to 128 dimensions with PCA and clusters them
 with KMeans (k-means++, 10 initialisations); here the PCA is fitted
@@ -40,7 +40,7 @@ class Clusters:
 
 def fit_clusters(
     latents, n_clusters: int, *, count: int | None = None, n_components: int = 128,
-    seed: int = 0, block_rows: int = 1024,
+    seed: int = 0, block_rows: int = 1024, standardize: bool = False,
 ) -> tuple[Clusters, np.ndarray]:
     """Fit PCA then KMeans on (N, L) latents; return the model and each latent's cluster.
 
@@ -51,7 +51,10 @@ def fit_clusters(
     (scikit-learn's ``IncrementalPCA``), then KMeans (k-means++, 10
     initialisations) on the projections.  ``count`` uses the first
     ``count`` rows only.  ``n_components`` is capped at ``min(N, L)`` so
-    small data sets still fit.
+    small data sets still fit.  ``standardize`` scales every column to unit
+    variance first (for features of different units,
+    :func:`pipeline.features.highpass_features`); the scaling is folded into
+    the model's mean and components, so :func:`assign` is unchanged.
     """
     count = latents.shape[0] if count is None else count
     if not 1 <= n_clusters <= count:
@@ -62,15 +65,36 @@ def fit_clusters(
     from sklearn.cluster import KMeans  # fitting only: assignment needs numpy alone
     from sklearn.decomposition import IncrementalPCA
 
+    centre, scale = _column_scaling(latents, blocks, standardize)
+
+    def block(start: int, stop: int) -> np.ndarray:
+        return ((np.asarray(latents[start:stop], np.float64) - centre) * scale).astype(np.float32)
+
     pca = IncrementalPCA(n_components=n_components)
     for start, stop in blocks:
-        pca.partial_fit(np.asarray(latents[start:stop], np.float32))
-    projected = np.concatenate([pca.transform(np.asarray(latents[start:stop], np.float32))
-                                for start, stop in blocks])
+        pca.partial_fit(block(start, stop))
+    projected = np.concatenate([pca.transform(block(start, stop)) for start, stop in blocks])
     kmeans = KMeans(n_clusters, init="k-means++", n_init=10, random_state=seed).fit(projected)
-    model = Clusters(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
+    # (x - centre) * scale - pca.mean_ == (x - mean) * scale: scale folded into the components
+    mean = centre + pca.mean_ / scale
+    model = Clusters(mean.astype(np.float32), (pca.components_ * scale).astype(np.float32),
                      kmeans.cluster_centers_.astype(np.float32))
     return model, assign_blocks(latents, model, range(0, count), block_rows)
+
+
+def _column_scaling(latents, blocks, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and the inverse of its standard deviation (zeros and ones unless
+    ``standardize``), read block by block."""
+    width = latents.shape[1]
+    if not standardize:
+        return np.zeros(width), np.ones(width)
+    total, squares, count = np.zeros(width), np.zeros(width), 0
+    for start, stop in blocks:
+        rows = np.asarray(latents[start:stop], np.float64)
+        total, squares, count = total + rows.sum(0), squares + (rows**2).sum(0), count + len(rows)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0))
+    return mean, 1 / np.where(std > 0, std, 1)
 
 
 def assign(latents: np.ndarray, clusters: Clusters) -> np.ndarray:

@@ -112,14 +112,27 @@ class ComputeConfig:
 class LearnConfig:
     """How ``python -m pipeline.learn`` learns a basis set from the config's data set.
 
-    ``clusters`` KMeans clusters of DAE latents (1: one basis, no DAE), each
-    with its own dictionary (``dictionary``: the learner's settings).  At
-    most ``max_images`` images are used (a seeded subset; null: all):
-    ``held_out`` of them (at most a tenth) are kept out of learning to
-    measure the set, ``dae_images`` of the rest train the DAE (``dae``), and
-    all the rest are clustered and learned from.  ``control`` also learns one
-    dictionary on all of them with the budget of all the clusters together,
-    so the report compares the stratified set with one basis at equal cost.
+    ``clusters`` KMeans clusters (1: one basis, no clustering), each with its
+    own dictionary (``dictionary``: the learner's settings, its stopping rule
+    included); the clusters are of DAE latents (``feature: dae``, the
+    paper's method) or of statistics of the high-pass part that the
+    dictionaries code (``feature: highpass``: its energy, scale, colour and
+    orientations; :mod:`pipeline.features`).  At most ``max_images`` images
+    are used (a seeded subset; null: all).  Images are held out by source
+    (the photograph a tile was cut from; each file is its own source
+    elsewhere): ``held_out_sources`` sources (null: as many as ``held_out``
+    images need, at most a tenth of the images) are kept out of every stage,
+    and ``held_out`` of their images measure the set.  ``dae_images`` of the
+    rest train the DAE (``dae``), and all the rest are clustered; from each
+    cluster ``validation`` images are kept out of learning, the fixed set its
+    dictionary's convergence is judged on.  ``control`` also learns one
+    dictionary on all of them (the same stopping rule, at most the budget of
+    all the clusters together), so the report compares the stratified set
+    with one basis.  ``init: control`` starts every cluster's dictionary from
+    the control's, learned first, and fine-tunes it on the cluster (its
+    ``shared_filters`` most used filters are then shared by every cluster and
+    held fixed).  ``budget: converged`` raises the step cap to
+    :data:`CONVERGED_MAX_ITER`, so that every dictionary stops by the rule.
     ``images_per_cluster`` caps each cluster's images for the ``batch``
     learner, which holds them all at once.  ``seed`` seeds every random
     choice.  ``out`` is the basis-set folder (null:
@@ -127,10 +140,16 @@ class LearnConfig:
     """
 
     clusters: int = 10
+    feature: Literal["dae", "highpass"] = "dae"
     max_images: int | None = 20000
     held_out: int = 500
+    held_out_sources: int | None = None
+    validation: int = 32
     dae_images: int = 2000
     control: bool = True
+    init: Literal["random", "control"] = "random"
+    shared_filters: int = 0
+    budget: Literal["default", "converged"] = "default"
     images_per_cluster: int = 64
     seed: int = 0
     out: str | None = None
@@ -138,8 +157,22 @@ class LearnConfig:
     dae: DAEOptions = field(default_factory=DAEOptions)
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "clusters", "images_per_cluster", "max_images", "dae_images")
-        _at_least(self, 0, "held_out")
+        _at_least(self, 1, "clusters", "images_per_cluster", "max_images", "dae_images",
+                  "held_out_sources", "validation")
+        _at_least(self, 0, "held_out", "shared_filters")
+        if self.shared_filters and self.init != "control":
+            raise ValueError("shared_filters needs init: control (the shared filters are the "
+                             "control dictionary's)")
+        if self.shared_filters >= self.dictionary.n_filters:
+            raise ValueError(f"shared_filters must be below dictionary.n_filters "
+                             f"({self.dictionary.n_filters}), got {self.shared_filters}")
+        if self.budget == "converged" and self.dictionary.max_iter < CONVERGED_MAX_ITER:
+            object.__setattr__(self, "dictionary",  # frozen
+                               dataclasses.replace(self.dictionary, max_iter=CONVERGED_MAX_ITER))
+
+
+CONVERGED_MAX_ITER = 2000
+"""``learn.budget: converged``: the least step cap of every dictionary."""
 
 
 @dataclass(frozen=True)

@@ -118,13 +118,26 @@ class CDLOptions:
 
     ``method="online"`` (the default; Liu, Garcia-Cardona, Wohlberg et al.,
     SIAM J. Imaging Sci. 2018, as sporco's ``OnlineConvBPDNDictLearn``): at
-    step :math:`t`, code a mini-batch with the current filters (CBPDN by
-    ADMM), take a gradient step on the data term in the frequency domain,
-    :math:`\hat{d} \leftarrow \hat{d} - \eta_t \sum_k \hat{x}_k^H
-    (\hat{X}_k \hat{d} - \hat{s}_k)` with :math:`\eta_t = a / (t + b)`,
-    and project onto the constraints.  Memory does not grow with the number
-    of training images.  ``method="batch"`` is sporco's ``ConvBPDNDictLearn``
-    over all the images at once, the reference.
+    step :math:`t`, code a mini-batch of :math:`K` images with the current
+    filters (CBPDN by ADMM), take a gradient step on the data term in the
+    frequency domain, :math:`\hat{d} \leftarrow \hat{d} - \eta_t\, g` with
+    :math:`g = \sum_k \hat{x}_k^H (\hat{X}_k \hat{d} - \hat{s}_k)` (sporco's
+    sum; ``gradient="mean"`` divides it by :math:`K`) and
+    :math:`\eta_t = a / (t + b)`, and project onto the constraints.  Every
+    ``validate_every`` steps the dictionary codes a fixed validation set
+    (images it never learns from) as the reconstruction does; learning stops
+    when that validation objective :math:`F` has stopped improving,
+
+    .. math::
+       |F(t) - F(t')| \le \mathrm{stop\_tol}\, F(t'), \qquad
+       t' = \text{the last scoring at or before } 0.8\, t,
+
+    i.e. it changed by at most ``stop_tol`` over the last fifth of the steps
+    (checked from ``5 validate_every`` steps on), or after ``max_iter``
+    steps; the dictionary kept is the one that scored best.  Memory does not
+    grow with the number of training images.  ``method="batch"`` is sporco's
+    ``ConvBPDNDictLearn`` over all the images at once, the reference, for
+    ``max_iter`` iterations.
 
     Attributes
     ----------
@@ -138,17 +151,26 @@ class CDLOptions:
     method : {"online", "batch"}
         The algorithm, as above.
     max_iter : int
-        Online: mini-batch steps; batch: iterations over all images.
+        Online: most mini-batch steps; batch: iterations over all images.
     batch_size : int
         Online: images per mini-batch.
     eta_a, eta_b : float
         Online: :math:`a` and :math:`b` of the step size (sporco's 10 and 5).
+    gradient : {"sum", "mean"}
+        Online: the mini-batch's gradient summed over its images (sporco's)
+        or their mean, which makes a step's size independent of the batch
+        size (``benchmarks/README.md`` compares the two).
     coding_max_iter, coding_rel_stop_tol : int, float
         Online: most ADMM iterations and relative tolerance of each
         mini-batch's coding.  sporco's online learner uses 100 and 1e-3;
         mini-batches of 64x64 tiles nearly always run to the limit, and 30
         gave the same held-out PSNR at every step count measured, 3x faster
         (``benchmarks/README.md``).
+    validate_every : int
+        Online: steps between scorings on the validation set.
+    stop_tol : float
+        Online: the relative change of the validation objective over the
+        last fifth of the steps at which learning stops (0.005: 0.5 %).
     """
 
     n_filters: int = 64
@@ -159,8 +181,11 @@ class CDLOptions:
     batch_size: int = 16
     eta_a: float = 10.0
     eta_b: float = 5.0
+    gradient: Literal["sum", "mean"] = "sum"
     coding_max_iter: int = 30
     coding_rel_stop_tol: float = 1e-3
+    validate_every: int = 10
+    stop_tol: float = 0.005
 
     def __post_init__(self) -> None:
         _check_integer(self, "n_filters", minimum=1)
@@ -168,9 +193,12 @@ class CDLOptions:
         _check_integer(self, "max_iter", minimum=1)
         _check_integer(self, "batch_size", minimum=1)
         _check_integer(self, "coding_max_iter", minimum=1)
-        _check_positive(self, "lmbda", "eta_a", "eta_b", "coding_rel_stop_tol")
+        _check_integer(self, "validate_every", minimum=1)
+        _check_positive(self, "lmbda", "eta_a", "eta_b", "coding_rel_stop_tol", "stop_tol")
         if self.method not in ("online", "batch"):
             raise ValueError(f"method must be 'online' or 'batch', got {self.method!r}")
+        if self.gradient not in ("sum", "mean"):
+            raise ValueError(f"gradient must be 'sum' or 'mean', got {self.gradient!r}")
 
     def coding(self) -> CSCOptions:
         """The mini-batches' CBPDN settings, as :class:`CSCOptions`."""

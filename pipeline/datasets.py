@@ -83,6 +83,11 @@ class Dataset:
         Side of the square images after :func:`fit_image`; None keeps sizes.
     fit : {"resize", "center_crop", "none"}
         How images of another size are brought to ``image_size``.
+    sources : (N,) int64 ndarray or None
+        The source each image was cut from (the photograph of a tile), where
+        several images share one; None: every image is its own source.  What
+        is held out of learning is held out by source
+        (:func:`flows.learn.split_images`).
     """
 
     name: str
@@ -92,6 +97,7 @@ class Dataset:
     classes: list[str] | None = None
     image_size: int | None = None
     fit: Fit = "center_crop"
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -261,7 +267,7 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class PhotoTile:
-    """A ``size`` x ``size`` tile of a bundled photograph (:func:`bundled_photographs`):
+    """A ``size`` x ``size`` tile of a shipped photograph (:func:`photographs`):
     the photograph scaled so its shorter side is ``side``, cut at ``(row, col)``,
     mirrored left-right when ``flip``."""
 
@@ -605,24 +611,56 @@ def sample(
 PHOTO_SIDES = (96, 128, 160, 192, 256, 320, 384, 448, 512)
 
 
+def photographs() -> dict[str, np.ndarray]:
+    """Every colour photograph the dependencies ship: 12 files of 11 scenes.
+
+    :func:`bundled_photographs` (scikit-image's astronaut, cat, coffee,
+    rocket, the left view of its stereo motorcycle and the Hubble deep
+    field; scikit-learn's China and flower), and scikit-image's right view of
+    the motorcycle (the same scene: :data:`SCENES`), its micrograph
+    (immunohistochemistry) and its retina, and matplotlib's portrait of
+    Grace Hopper.  Not used: scikit-image's synthetic images and its
+    greyscale photographs (the dictionaries are joint colour ones).
+    """
+    from matplotlib import cbook
+    from skimage import data
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as portrait:
+        hopper = np.asarray(portrait.convert("RGB"))
+    return {**bundled_photographs(), "motorcycle_right": data.stereo_motorcycle()[1],
+            "micrograph": data.immunohistochemistry(), "retina": data.retina(),
+            "hopper": hopper}
+
+
+#: The scene of a photograph of :func:`photographs`, where two show one scene
+#: (the rest are a scene each): such photographs are one source, so they are
+#: held out together.
+SCENES = {"motorcycle_right": "motorcycle"}
+
+
 def photo_tiles(count: int = 20000, *, tile: int = 64, seed: int = 0,
                 name: str = "photos") -> Dataset:
-    """Many tiles of the bundled photographs: the embedded data set to learn from.
+    """Many tiles of the photographs: the embedded data set to learn from.
 
-    ``count`` random ``tile`` x ``tile`` tiles (a seeded draw): a
-    photograph chosen at random, scaled so its shorter side is one of
-    :data:`PHOTO_SIDES` (those not larger than its own), cut at a random
-    position, mirrored left-right half of the time.  Items are
+    ``count`` random ``tile`` x ``tile`` tiles (a seeded draw): a scene
+    chosen at random, then one of its photographs, scaled so its shorter
+    side is one of :data:`PHOTO_SIDES` (those not larger than its own), cut
+    at a random position, mirrored left-right half of the time.  Items are
     :class:`PhotoTile` descriptions, drawn on the worker that uses them, so
-    the client holds no pixels.  Labels are the index of the photograph.
+    the client holds no pixels.  Labels and sources are the index of the
+    scene (:data:`SCENES`), so tiles of one scene are held out together.
     """
     photos = _photographs()
     shapes = {photo: image.shape[:2] for photo, image in photos.items()}
+    scenes: dict[str, list[str]] = {}
+    for photo in photos:
+        scenes.setdefault(SCENES.get(photo, photo), []).append(photo)
     rng = np.random.default_rng(seed)
     names, items, labels = [], [], []
     for _ in range(count):
-        label = int(rng.integers(len(photos)))
-        photo = list(photos)[label]
+        label = int(rng.integers(len(scenes)))
+        choices = list(scenes.values())[label]
+        photo = choices[rng.integers(len(choices))] if len(choices) > 1 else choices[0]
         h, w = shapes[photo]
         sides = [side for side in PHOTO_SIDES if side <= min(h, w)]
         side = int(sides[rng.integers(len(sides))])
@@ -632,8 +670,9 @@ def photo_tiles(count: int = 20000, *, tile: int = 64, seed: int = 0,
         items.append(item)
         names.append(f"{photo}/s{side}_y{row}_x{col}{'_flip' if item.flip else ''}")
         labels.append(label)
-    return Dataset(name, names, items, np.array(labels, np.int64), list(photos),
-                   image_size=tile, fit="none")
+    labels = np.array(labels, np.int64)
+    return Dataset(name, names, items, labels, list(scenes), image_size=tile, fit="none",
+                   sources=labels)
 
 
 def _scaled_shape(h: int, w: int, side: int) -> tuple[int, int]:
@@ -652,5 +691,5 @@ def _scaled_photo(photo: str, side: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _photographs() -> dict[str, np.ndarray]:
-    """:func:`bundled_photographs`, read once per process (never modified)."""
-    return bundled_photographs()
+    """:func:`photographs`, read once per process (never modified)."""
+    return photographs()

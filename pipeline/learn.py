@@ -33,12 +33,15 @@ from pipeline.basis import MANIFEST, save_basis_set
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config, ConfigError
 from pipeline.datasets import Dataset, open_dataset
+from pipeline.online_cdl import Learned
 
 log = logging.getLogger("pipeline.learn")
 
 #: Flags that set a config key (``learn.*``).
 SHORTCUTS = {
-    "clusters": "learn.clusters", "out": "learn.out", "filters": "learn.dictionary.n_filters",
+    "clusters": "learn.clusters", "out": "learn.out", "budget": "learn.budget",
+    "feature": "learn.feature", "init": "learn.init", "shared_filters": "learn.shared_filters",
+    "filters": "learn.dictionary.n_filters",
     "filter_size": "learn.dictionary.filter_size", "lmbda": "learn.dictionary.lmbda",
     "iterations": "learn.dictionary.max_iter", "images_per_cluster": "learn.images_per_cluster",
     "max_images": "learn.max_images", "dae_epochs": "learn.dae.max_epochs", "seed": "learn.seed",
@@ -54,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     flags = parser.add_argument_group("shortcuts for the config's learn section "
                                       "(defaults: python -m pipeline.learn --print-config)")
     flags.add_argument("--clusters", type=int, help="KMeans clusters (learn.clusters)")
+    flags.add_argument("--budget", choices=["default", "converged"],
+                       help="converged: every dictionary learns until it has converged on its "
+                       "validation images (learn.budget; about 1 h on 2 cores for 10 clusters)")
+    flags.add_argument("--feature", choices=["dae", "highpass"], help="what the clusters "
+                       "group: DAE latents or high-pass texture features (learn.feature)")
+    flags.add_argument("--init", choices=["random", "control"], help="start each cluster's "
+                       "dictionary at random or from the one learned on all images (learn.init)")
+    flags.add_argument("--shared-filters", type=int, help="with --init control: filters every "
+                       "cluster shares and keeps (learn.shared_filters)")
     flags.add_argument("--out", help="basis-set folder (learn.out; "
                        "default outputs/bases/<dataset>-k<clusters>)")
     flags.add_argument("--filters", type=int, help="filters per basis M "
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--filter-size", type=int, help="filter side P "
                        "(learn.dictionary.filter_size)")
     flags.add_argument("--lmbda", type=float, help="sparsity weight (learn.dictionary.lmbda)")
-    flags.add_argument("--iterations", type=int, help="dictionary-learning iterations per "
+    flags.add_argument("--iterations", type=int, help="most dictionary-learning steps per "
                        "cluster (learn.dictionary.max_iter)")
     flags.add_argument("--images-per-cluster", type=int, help="training images per cluster "
                        "dictionary, a random subset (learn.images_per_cluster)")
@@ -84,7 +96,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
         raise ConfigError(f"{out}: a basis set is already there; pass --overwrite to "
                           "replace it, or --out to write elsewhere")
     dataset = open_dataset(config.dataset, config.name, config.storage_options)
-    split = split_images(len(dataset), config.learn)  # enough images for the clusters?
+    split = split_images(len(dataset), config.learn, dataset.sources)  # enough for the clusters?
     settings = config.learn
     log.info("%s: %d images (%d held out); %d clusters of %d %dx%d filters, lambda %g, "
              "%s learner", config.name, len(split.training) + len(split.held_out),
@@ -128,9 +140,9 @@ def report_lines(result: LearnResult, n_clusters: int) -> list[str]:
         return []
     rows = result.held_out.table(n_clusters)
     control = "control_psnr" in rows[0]
-    lines = ["held-out images, PSNR (dB) and code density with their cluster's dictionary"
-             + (" and with one dictionary learned on all the images at equal cost:" if control
-                else ":"),
+    lines = ["held-out images (of sources no stage saw), PSNR (dB) and code density with "
+             "their cluster's dictionary" + (" and with one dictionary learned on all the "
+                                             "training images:" if control else ":"),
              "  cluster  images    PSNR  density" + ("  one-dict PSNR  density   gain"
                                                     if control else "")]
     for row in rows:
@@ -150,31 +162,50 @@ def write(out: Path, result: LearnResult, config: Config, dataset: Dataset,
     """The basis set, its manifest (with the held-out report) and the plots next to it."""
     strata, dictionaries = result.strata, result.dictionaries
     k = len(dictionaries.bases)
+    sources = [dataset.classes[i] if dataset.classes else int(i)
+               for i in result.split.held_out_sources] if dataset.sources is not None else None
     manifest = {
         "kind": "basis-set", "command": command, "dataset": config.name,
         "n_images": int(len(strata.labels)),
         "cluster_sizes": np.bincount(strata.labels, minlength=k).tolist(),
         "settings": manifest_settings(config.learn),
+        "learning": [learning_record(learned, n) for learned, n in
+                     zip(dictionaries.clusters, dictionaries.validation_images, strict=False)],
         "objective": [o.tolist() for o in dictionaries.objectives],
         "dae_history": strata.dae_history, "seconds": result.seconds,
+        "machine": result.machine,
+        "held_out_sources": sources,
         "held_out_images": [dataset.names[i] for i in result.split.held_out],
         "held_out": None if result.held_out is None else result.held_out.table(k),
         "created_by_version": __version__,
     }
     if dictionaries.control is not None:
+        manifest["control_learning"] = learning_record(dictionaries.control_learned,
+                                                       dictionaries.validation_images[-1])
         manifest["control_objective"] = dictionaries.control_objective.tolist()
     save_basis_set(out, dictionaries.bases, clusters=strata.clusters,
-                   dae_weights=strata.dae_weights, control=dictionaries.control,
-                   manifest=manifest)
+                   dae_weights=strata.dae_weights, feature=config.learn.feature,
+                   control=dictionaries.control, manifest=manifest)
     plots.plot_filters(dictionaries.bases, out / "filters.png")
     shown = np.concatenate([np.flatnonzero(strata.labels == c)[:8] for c in range(k)])
     plots.plot_examples(np.stack([dataset.load(i) for i in result.split.training[shown]]),
                         strata.labels[shown], out / "examples.png")
-    plots.plot_objectives(dictionaries.objectives, out / "objective.png")
+    curves = {f"cluster {c}": learned.curve for c, learned in enumerate(dictionaries.clusters)}
+    if dictionaries.control_learned is not None:
+        curves["control"] = dictionaries.control_learned.curve
+    plots.plot_validation(curves, out / "objective.png")
     if strata.latents is not None:
         rows = np.sort(np.random.default_rng(0).permutation(len(strata.labels))[:2000])
         latents = zarr.open_array(strata.latents, mode="r").oindex[rows]
         plots.plot_latents(latents, strata.labels[rows], out / "latents.png")
+
+
+def learning_record(learned: Learned, validation_images: int) -> dict:
+    """How one dictionary learned, as the manifest records it: its steps, why it stopped,
+    the scoring its filters come from, and the validation curve."""
+    return {"steps": learned.steps, "stopped": learned.stopped, "best_step": learned.best_step,
+            "validation_images": validation_images,
+            "validation": {key: value.tolist() for key, value in learned.curve.items()}}
 
 
 if __name__ == "__main__":

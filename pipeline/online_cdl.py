@@ -19,6 +19,12 @@ At step ``t`` (from 0), for a mini-batch of ``K`` images:
 3. back in space, the filters are cut to their ``P x P`` support, made
    zero-mean in each channel and of unit norm (:func:`pipeline.basis.project_filters`).
 
+:func:`learn_online` runs those steps until the dictionary has converged on a
+fixed validation set (:class:`pipeline.csc.CDLOptions` states the rule) and
+records the validation curve; it can start from a learned dictionary
+(continuing its step sizes) and hold some filters fixed, so that a cluster's
+dictionary can be fine-tuned from one learned on all the images.
+
 Only the filters and one mini-batch are held, so memory does not depend on
 the number of training images.  The same code runs on the CPU and a GPU.
 
@@ -31,12 +37,16 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from pipeline import batched
 from pipeline.basis import project_filters
-from pipeline.csc import CDLOptions
+from pipeline.csc import CDLOptions, CSCOptions
+from pipeline.quality import coding_quality
 
 
 class OnlineLearner:
@@ -52,14 +62,21 @@ class OnlineLearner:
         The low/high split of the training images.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    step : int
+        The step count to start from: a dictionary learned for ``step``
+        steps continues with the step sizes it would have taken next.
+    frozen : (M,) bool ndarray, optional
+        Filters that stay as they are (they still code every mini-batch).
     """
 
     def __init__(self, initial: np.ndarray, options: CDLOptions = CDLOptions(), *,
-                 filter_lmbda: float = 5.0, pad: int = 16, device: str = "cpu"):
+                 filter_lmbda: float = 5.0, pad: int = 16, device: str = "cpu", step: int = 0,
+                 frozen: np.ndarray | None = None):
         self.basis = project_filters(initial)
         self.options, self.filter_lmbda, self.pad = options, filter_lmbda, pad
         self.device = batched.resolve_device(device)
-        self.steps = 0
+        self.steps = step
+        self.frozen = None if frozen is None or not np.any(frozen) else np.asarray(frozen, bool)
 
     @torch.inference_mode()
     def step(self, images: np.ndarray) -> float:
@@ -78,10 +95,15 @@ class OnlineLearner:
         residual_f = torch.einsum("cmhw,bmhw->bchw", spectrum.filters, codes_f)
         residual_f -= torch.fft.rfft2(high)
         gradient = torch.einsum("bmhw,bchw->cmhw", codes_f.conj(), residual_f)
+        if self.options.gradient == "mean":
+            gradient /= len(images)
         eta = self.options.eta_a / (self.steps + self.options.eta_b)
         moved = torch.fft.irfft2(spectrum.filters - eta * gradient, s=spectrum.shape)
         size = self.basis.shape[0]
-        self.basis = project_filters(moved[..., :size, :size].permute(2, 3, 0, 1).cpu().numpy())
+        moved = project_filters(moved[..., :size, :size].permute(2, 3, 0, 1).cpu().numpy())
+        if self.frozen is not None:
+            moved[..., self.frozen] = self.basis[..., self.frozen]
+        self.basis = moved
         self.steps += 1
         residual = torch.fft.irfft2(residual_f, s=spectrum.shape)
         return float(0.5 * residual.square().sum() + self.options.lmbda * codes.abs().sum())
@@ -94,6 +116,135 @@ class OnlineLearner:
                 joint=True):
             codes[torch.from_numpy(index).to(codes.device)] = coefficients
         return codes
+
+
+@dataclass(kw_only=True)
+class Learned:
+    """One dictionary learned by :func:`learn_online`, and how learning went.
+
+    Attributes
+    ----------
+    basis : (P, P, 3, M) float32 ndarray
+        The dictionary that scored best on the validation set.
+    objectives : (T,) float64 ndarray
+        Each step's mini-batch objective (with the filters it was coded with).
+    curve : dict of str to (S,) ndarray
+        The validation scorings: ``step`` (steps taken, 0 is the start),
+        ``objective`` (mean CBPDN objective per image), ``psnr`` (mean, dB)
+        and ``density`` (mean share of non-zero coefficients).
+    best_step : int
+        The scoring the returned dictionary comes from.
+    usage : (M,) float64 ndarray
+        Share of non-zero coefficients of each of its filters on the validation set.
+    stopped : {"converged", "step cap"}
+        Why learning stopped.
+    """
+
+    basis: np.ndarray
+    objectives: np.ndarray
+    curve: dict[str, np.ndarray]
+    best_step: int
+    usage: np.ndarray
+    stopped: str
+
+    @property
+    def steps(self) -> int:
+        return len(self.objectives)
+
+
+def learn_online(
+    images,
+    validation: np.ndarray,
+    options: CDLOptions = CDLOptions(),
+    *,
+    csc: CSCOptions | None = None,
+    seed: int = 0,
+    initial: np.ndarray | None = None,
+    first_step: int = 0,
+    frozen: np.ndarray | None = None,
+    device: str = "cpu",
+    on_steps: Callable[[int], None] | None = None,
+) -> Learned:
+    """Learn a dictionary from ``images`` until it has converged on ``validation``.
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) ndarray or :class:`pipeline.datasets.Images`
+        Training images in [0, 1], read a mini-batch at a time
+        (:func:`minibatches`, seeded).
+    validation : (V, H, W, 3) ndarray
+        The fixed validation set, float32 in [0, 1]: images ``images`` does not hold.
+    options : CDLOptions
+        The learner's settings, its stopping rule included.
+    csc : CSCOptions, optional
+        How the validation set is coded (the reconstruction's settings); its
+        ``lmbda`` is replaced by the dictionary's.
+    seed : int
+        Seeds the random start and the mini-batches.
+    initial : (P, P, 3, M) ndarray, optional
+        Start from these filters instead of random ones, ``first_step``
+        steps into the step-size schedule (a dictionary being fine-tuned).
+    frozen : (M,) bool ndarray, optional
+        Filters held fixed (:class:`OnlineLearner`).
+    device : str
+        Where the coding runs.
+    on_steps : callable, optional
+        Called with the number of steps just taken (progress), and at the
+        end with the steps a stop left out of ``max_iter``.
+
+    Returns
+    -------
+    Learned
+        The best-scoring dictionary, the validation curve and why learning stopped.
+    """
+    csc = CSCOptions(lmbda=options.lmbda) if csc is None else csc
+    score_options = CSCOptions(**{**csc.as_dict(), "lmbda": options.lmbda, "solver": "torch"})
+    start = initial_filters(options, seed) if initial is None else initial
+    learner = OnlineLearner(start, options, filter_lmbda=csc.filter_lmbda, pad=csc.pad,
+                            device=device, step=first_step, frozen=frozen)
+    curve = {"step": [], "objective": [], "psnr": [], "density": []}
+    best = (np.inf, 0, learner.basis, None)
+    objectives, stopped = [], "step cap"
+
+    def score(step: int) -> None:
+        nonlocal best
+        quality = coding_quality(validation, learner.basis, score_options, device=device)
+        for key, value in (("step", step), ("objective", quality.objective.mean()),
+                           ("psnr", quality.psnr.mean()), ("density", quality.density.mean())):
+            curve[key].append(value)
+        if curve["objective"][-1] < best[0]:
+            best = (curve["objective"][-1], step, learner.basis, quality.usage.mean(axis=0))
+
+    score(0)
+    for rows in minibatches(len(images), options.batch_size, options.max_iter, seed):
+        objectives.append(learner.step(images[rows]))
+        if on_steps is not None:
+            on_steps(1)
+        if len(objectives) % options.validate_every == 0 or len(objectives) == options.max_iter:
+            score(len(objectives))
+            if has_converged(curve["step"], curve["objective"], options):
+                stopped = "converged"
+                break
+    if on_steps is not None and len(objectives) < options.max_iter:
+        on_steps(options.max_iter - len(objectives))
+    return Learned(basis=best[2], objectives=np.asarray(objectives),
+                   curve={key: np.asarray(value) for key, value in curve.items()},
+                   best_step=best[1], usage=best[3], stopped=stopped)
+
+
+def has_converged(steps: list[int], objectives: list[float], options: CDLOptions) -> bool:
+    """The stopping rule of :class:`pipeline.csc.CDLOptions` after the last scoring.
+
+    ``steps`` and ``objectives`` are the validation scorings so far, in
+    order: true when the objective changed by at most ``stop_tol`` (relative)
+    since the last scoring at or before four fifths of the steps, from
+    ``5 validate_every`` steps on.
+    """
+    if not steps or steps[-1] < 5 * options.validate_every:
+        return False
+    reference = max(i for i, step in enumerate(steps) if step <= 0.8 * steps[-1])
+    before = objectives[reference]
+    return abs(objectives[-1] - before) <= options.stop_tol * abs(before)
 
 
 def initial_filters(options: CDLOptions, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""PNG figures of a basis set: filters, example images, latents, objectives.
+"""PNG figures of a basis set: filters, example images, latents, validation curves.
 
 Plain functions from arrays to a PNG file (matplotlib's Agg backend: no
 display needed).
@@ -66,15 +66,26 @@ def plot_latents(latents: np.ndarray, labels: np.ndarray, path: str | Path) -> N
     _save(fig, path)
 
 
-def plot_objectives(objectives: list[np.ndarray], path: str | Path) -> None:
-    """The dictionary-learning objective per iteration, one line per cluster."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for c, objective in enumerate(objectives):
-        ax.plot(np.arange(1, len(objective) + 1), objective, label=f"cluster {c}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("CBPDN objective")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6, ncol=2)
+def plot_validation(curves: dict[str, dict], path: str | Path) -> None:
+    """Each dictionary's learning on its validation set: the CBPDN objective relative to
+    its last value (convergence shows as the line settling on 1) and the PSNR, per step.
+
+    ``curves`` maps a label (``cluster 0``, ``control``) to a curve with ``step``,
+    ``objective`` and ``psnr`` arrays (:class:`pipeline.online_cdl.Learned`).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, curve in curves.items():
+        steps, objective = np.asarray(curve["step"]), np.asarray(curve["objective"])
+        style = {"color": "black", "lw": 2} if label == "control" else {}
+        left.plot(steps, objective / objective[-1], label=label, **style)
+        right.plot(steps, curve["psnr"], label=label, **style)
+    left.set_ylim(0.98, 1.1)
+    left.axhspan(1 - 0.005, 1 + 0.005, color="0.9", zorder=0)
+    left.set_xlabel("learning step")
+    left.set_ylabel("validation objective / last value")
+    right.set_xlabel("learning step")
+    right.set_ylabel("validation PSNR (dB)")
+    right.legend(fontsize=6, ncol=2)
     _save(fig, path)
 
 

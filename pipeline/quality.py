@@ -1,16 +1,43 @@
-"""How well a basis codes images: reconstruction PSNR and code density, per image.
+"""How well a basis codes images: reconstruction PSNR, code density and objective, per image.
 
 Two dictionaries compared at the same sparsity weight are only comparable
-with both numbers: a dictionary can reconstruct more detail by coding with
-more non-zero coefficients, which is also more room for adversarial noise.
+with both PSNR and density: a dictionary can reconstruct more detail by
+coding with more non-zero coefficients, which is also more room for
+adversarial noise.  The CBPDN objective is what learning minimises, so it is
+the number a learner's convergence is judged by (:mod:`pipeline.online_cdl`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.batched import reconstruct_and_count
 from pipeline.csc import CSCOptions
+
+
+@dataclass(frozen=True)
+class CodingQuality:
+    """Per image: how one dictionary reconstructs and codes it.
+
+    Attributes
+    ----------
+    psnr : (N,) float64 ndarray
+        ``10 log10(1 / MSE)`` of the reconstruction, in dB.
+    density : (N,) float64 ndarray
+        Fraction of the ``M x H x W`` coefficients of the code ``Y`` that are not zero.
+    objective : (N,) float64 ndarray
+        CBPDN objective of the code, ``0.5 ||D * Y - s||^2 + lambda ||Y||_1``
+        (``s`` the high-pass part).
+    usage : (N, M) float64 ndarray
+        Fraction of each filter's coefficients that are not zero.
+    """
+
+    psnr: np.ndarray
+    density: np.ndarray
+    objective: np.ndarray
+    usage: np.ndarray
 
 
 def coding_quality(
@@ -19,8 +46,8 @@ def coding_quality(
     options: CSCOptions = CSCOptions(),
     *,
     device: str = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """PSNR of each image's reconstruction, and the density of its sparse code.
+) -> CodingQuality:
+    """PSNR of each image's reconstruction, and the density and objective of its code.
 
     The reconstruction is the pipeline's (the batched solver: the low-pass
     part plus ``D * Y``, finished as ``options.output`` says).
@@ -38,19 +65,18 @@ def coding_quality(
 
     Returns
     -------
-    psnr : (N,) ndarray, float64
-        ``10 log10(1 / MSE)`` in dB.
-    density : (N,) ndarray, float64
-        Fraction of the ``M x H x W`` coefficients of ``Y`` that are not zero.
+    CodingQuality
+        Each measure per image.
 
     Examples
     --------
     >>> from pipeline.basis import DEFAULT_BASIS, load_basis
     >>> images = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
-    >>> psnr, density = coding_quality(images, load_basis(DEFAULT_BASIS))
-    >>> psnr.shape, bool(np.all((density > 0) & (density < 1)))
+    >>> quality = coding_quality(images, load_basis(DEFAULT_BASIS))
+    >>> quality.psnr.shape, bool(np.all((quality.density > 0) & (quality.density < 1)))
     ((2,), True)
     """
-    reconstructions, _, density = reconstruct_and_count(images, basis, options, device=device)
-    error = np.mean((reconstructions.astype(np.float64) - images) ** 2, axis=(1, 2, 3))
-    return 10 * np.log10(1 / np.maximum(error, 1e-20)), density
+    coded = reconstruct_and_count(images, basis, options, device=device)
+    error = np.mean((coded.reconstructions.astype(np.float64) - images) ** 2, axis=(1, 2, 3))
+    return CodingQuality(psnr=10 * np.log10(1 / np.maximum(error, 1e-20)),
+                         density=coded.density, objective=coded.objective, usage=coded.usage)

@@ -3,9 +3,9 @@
 :func:`reconstruct_by_cluster` is what every reconstruction of the project
 runs, on a Dask worker (:mod:`flows.reconstruct`) or in a training loop
 (:class:`evaluation.defense.CSCDefense`): each image is assigned to its
-cluster (64x64 -> DAE encoder -> PCA -> nearest centroid) and reconstructed
-with that cluster's dictionary.  With a single basis every image is in
-cluster 0.
+cluster (64x64 -> DAE encoder, or the high-pass texture features -> PCA ->
+nearest centroid) and reconstructed with that cluster's dictionary.  With a
+single basis every image is in cluster 0.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pipeline.basis import BasisSet
 from pipeline.clustering import assign
 from pipeline.csc import CSCOptions
 from pipeline.dae import encode, load_model
+from pipeline.features import highpass_features
 from pipeline.solvers import reconstruct
 
 
@@ -23,10 +24,12 @@ def assign_clusters(images: np.ndarray, bases: BasisSet) -> np.ndarray:
     """Cluster of each image, (N,) int64; all 0 for a single basis.
 
     ``images`` is (N, H, W, 3) float32 in [0, 1] of any size (the encoder
-    sees them resized to 64x64).
+    or the features see them resized to 64x64).
     """
     if not bases.stratified:
         return np.zeros(len(images), dtype=np.int64)
+    if bases.feature == "highpass":
+        return assign(highpass_features(images), bases.clusters)
     return assign(encode(load_model(bases.dae_weights), images), bases.clusters)
 
 

@@ -174,7 +174,13 @@ def test_photo_tiles_are_seeded_descriptions_cut_where_read():
     assert first.names == again.names and len(set(first.names)) > 390
     assert all(isinstance(item, PhotoTile) for item in first.items)
     assert len(pickle.dumps(first.items)) < 100_000  # no pixels
-    assert len(set(first.labels.tolist())) == 8 and first.image_size == 64
+    assert len(set(first.labels.tolist())) == 11 and first.image_size == 64  # scenes
+    np.testing.assert_array_equal(first.sources, first.labels)  # held out by scene
+    photos = {item.photo for item in first.items}
+    assert len(photos) == 12 and {"motorcycle", "motorcycle_right", "hopper"} <= photos
+    scene = first.classes.index("motorcycle")  # the stereo pair's two views: one scene
+    assert {first.items[i].photo for i in np.flatnonzero(first.labels == scene)} == {
+        "motorcycle", "motorcycle_right"}
     sides = {item.side for item in first.items}
     assert min(sides) == 96 and max(sides) == 512
     tile = first.load(0)
