@@ -41,6 +41,7 @@ from distributed import Client, as_completed, get_worker
 from tqdm import tqdm
 
 from flows.waiting import StopRequested, each_completed, gather, never, result
+from pipeline.basis import open_bases, read_manifest, resolve_basis_path
 from pipeline.clustering import Clusters, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
 from pipeline.csc import CDLOptions, CSCOptions
@@ -60,6 +61,10 @@ MIN_CLUSTER_IMAGES = 8
 
 class ClusterTooSmallError(UserError, ValueError):
     """A KMeans cluster has too few images to learn a dictionary from."""
+
+
+class StartError(UserError, ValueError):
+    """The dictionary that learning should start from (``learn.init``) cannot serve."""
 
 
 @dataclass(kw_only=True)
@@ -217,6 +222,7 @@ def learn_bases(
     """
     started = time.perf_counter()
     split = split_images(len(dataset), settings, dataset.sources)
+    start = starting_dictionary(settings.init, settings.dictionary)
     side = dataset.side()
 
     def images(indices: np.ndarray) -> Images:
@@ -233,7 +239,7 @@ def learn_bases(
     seconds, clock = dict(strata.seconds), time.perf_counter()
     members = [split.training[strata.labels == c] for c in range(settings.clusters)]
     lmbda_csc = replace(csc, lmbda=settings.dictionary.lmbda)
-    dictionaries = _learn_dictionaries(run, images, members, settings, lmbda_csc)
+    dictionaries = _learn_dictionaries(run, images, members, settings, lmbda_csc, start)
     seconds["dictionaries"] = time.perf_counter() - clock
     held_out = None
     if len(split.held_out):
@@ -395,6 +401,54 @@ def _stratify(run: _Run, images, split: Split, settings: LearnConfig, workdir: P
 
 
 @dataclass(frozen=True)
+class Start:
+    """A dictionary that every cluster's learning starts from.
+
+    ``basis`` (P, P, 3, M) its filters, ``step`` how many steps learned it
+    (the step sizes continue from there) and ``usage`` (M,) the share of
+    non-zero coefficients of each filter on its validation images.
+    """
+
+    basis: np.ndarray
+    step: int
+    usage: np.ndarray
+
+    def shared(self, count: int) -> np.ndarray:
+        """(M,) bool: its ``count`` most used filters, the ones every cluster keeps."""
+        frozen = np.zeros(len(self.usage), bool)
+        frozen[np.argsort(-self.usage, kind="stable")[:count]] = True
+        return frozen
+
+
+def starting_dictionary(init: str, options: CDLOptions) -> Start | None:
+    """The one-basis set ``init`` names (None for ``random`` and ``control``), checked.
+
+    Raises :class:`StartError` naming the set: not a one-basis set, filters of
+    another shape or lambda, or no record of how it was learned.
+    """
+    if init in ("random", "control"):
+        return None
+    folder = resolve_basis_path(init)
+    bases = open_bases(folder)
+    manifest = read_manifest(folder) if Path(folder).is_dir() else {}
+    if len(bases.bases) != 1:
+        raise StartError(f"init: {folder} is a set of {len(bases.bases)} clusters; name a "
+                         "one-basis set (learned with --clusters 1)")
+    shape = (options.filter_size, options.filter_size, 3, options.n_filters)
+    if bases.bases[0].shape != shape or manifest.get("settings", {}).get("lmbda") != \
+            options.lmbda:
+        raise StartError(f"init: {folder} holds {bases.bases[0].shape} filters learned with "
+                         f"lambda {manifest.get('settings', {}).get('lmbda')}; this run learns "
+                         f"{shape} with lambda {options.lmbda}")
+    if not manifest.get("learning"):
+        raise StartError(f"init: {folder} does not record how its dictionary was learned "
+                         "(its steps and filter usage); learn it again with this version")
+    record = manifest["learning"][0]
+    return Start(basis=bases.bases[0], step=record["first_step"] + record["steps"],
+                 usage=np.asarray(record["usage"]))
+
+
+@dataclass(frozen=True)
 class _Task:
     """One dictionary to learn: from which images, judged on which, from where it starts."""
 
@@ -450,9 +504,10 @@ def validation_split(members: list[np.ndarray], size: int, seed: int
 
 
 def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: LearnConfig,
-                        csc: CSCOptions) -> Dictionaries:
+                        csc: CSCOptions, start: Start | None) -> Dictionaries:
     """One task per cluster (largest first) and, with ``control``, one on all the images;
-    with ``init: control`` the control first, and the clusters start from it."""
+    with ``init: control`` the control first, and the clusters start from it (or from
+    ``start``, a dictionary learned before)."""
     options, k = settings.dictionary, settings.clusters
     rng = np.random.default_rng(settings.seed)
     learn, validation = validation_split(members, settings.validation, settings.seed)
@@ -464,7 +519,7 @@ def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: 
         tasks.append(_Task(cluster=c, images=mine, validation=validation[c], options=options,
                            seed=settings.seed + c))
     control = None
-    if k > 1 and (settings.control or settings.init == "control"):
+    if k > 1 and (settings.control or settings.init == "control") and start is None:
         everything = np.sort(np.concatenate(learn))
         if options.method == "batch" and len(everything) > k * settings.images_per_cluster:
             everything = np.sort(rng.choice(everything, k * settings.images_per_cluster,
@@ -496,14 +551,13 @@ def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: 
 
         if settings.init == "control" and control is not None:
             wait([control])
-            start = finished[k]
-            frozen = np.zeros(options.n_filters, bool)
-            frozen[np.argsort(-start.usage, kind="stable")[:settings.shared_filters]] = True
-            tasks = [replace(t, initial=start.basis, first_step=start.steps, frozen=frozen)
-                     for t in tasks]
-            wait(tasks)
-        else:
-            wait(tasks + ([control] if control is not None else []))
+            learned = finished[k]
+            start = Start(basis=learned.basis, step=learned.first_step + learned.steps,
+                          usage=learned.usage)
+        if start is not None:
+            tasks = [replace(t, initial=start.basis, first_step=start.step,
+                             frozen=start.shared(settings.shared_filters)) for t in tasks]
+        wait(tasks + ([control] if control is not None and k not in finished else []))
         bar.update(total - bar.n)
     return Dictionaries(clusters=[finished[c] for c in range(k)],
                         control_learned=finished.get(k),

@@ -268,6 +268,15 @@ def save_basis_set(folder: str | Path, bases: list[np.ndarray], *, clusters=None
     return folder / MANIFEST
 
 
+def read_manifest(folder: str | Path) -> dict:
+    """A basis set's manifest (settings, how each dictionary learned, the report)."""
+    path = Path(folder) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BasisError(f"{path}: not a basis-set manifest ({err})") from None
+
+
 def load_basis_set(folder: str | Path) -> BasisSet:
     """Load a basis set, verifying every file's checksum and the arrays' shapes.
 
@@ -282,10 +291,10 @@ def load_basis_set(folder: str | Path) -> BasisSet:
     from pipeline.features import N_FEATURES
 
     folder = Path(folder)
+    manifest = read_manifest(folder)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
         files, names = manifest["files"], manifest["bases"]
-    except (OSError, ValueError, KeyError) as err:
+    except (KeyError, TypeError) as err:
         raise BasisError(f"{folder / MANIFEST}: not a basis-set manifest ({err})") from None
     for name, sha256 in files.items():
         if not (folder / name).is_file():

@@ -129,10 +129,13 @@ class LearnConfig:
     dictionary on all of them (the same stopping rule, at most the budget of
     all the clusters together), so the report compares the stratified set
     with one basis.  ``init: control`` starts every cluster's dictionary from
-    the control's, learned first, and fine-tunes it on the cluster (its
-    ``shared_filters`` most used filters are then shared by every cluster and
-    held fixed).  ``budget: converged`` raises the step cap to
-    :data:`CONVERGED_MAX_ITER`, so that every dictionary stops by the rule.
+    the control's, learned first, and fine-tunes it on the cluster; ``init``
+    may also name a one-basis set learned before on the same data (a shipped
+    set's name or a folder), which every dictionary then starts from, its
+    step sizes continued.  With a start, its ``shared_filters`` most used
+    filters are shared by every cluster and held fixed.  ``budget: converged``
+    raises the step cap to :data:`CONVERGED_MAX_ITER`, so that every
+    dictionary stops by the rule.
     ``images_per_cluster`` caps each cluster's images for the ``batch``
     learner, which holds them all at once.  ``seed`` seeds every random
     choice.  ``out`` is the basis-set folder (null:
@@ -147,7 +150,7 @@ class LearnConfig:
     validation: int = 32
     dae_images: int = 2000
     control: bool = True
-    init: Literal["random", "control"] = "random"
+    init: str = "random"
     shared_filters: int = 0
     budget: Literal["default", "converged"] = "default"
     images_per_cluster: int = 64
@@ -160,9 +163,9 @@ class LearnConfig:
         _at_least(self, 1, "clusters", "images_per_cluster", "max_images", "dae_images",
                   "held_out_sources", "validation")
         _at_least(self, 0, "held_out", "shared_filters")
-        if self.shared_filters and self.init != "control":
-            raise ValueError("shared_filters needs init: control (the shared filters are the "
-                             "control dictionary's)")
+        if self.shared_filters and self.init == "random":
+            raise ValueError("shared_filters needs a start (init: control, or a one-basis "
+                             "set): the shared filters are its most used ones")
         if self.shared_filters >= self.dictionary.n_filters:
             raise ValueError(f"shared_filters must be below dictionary.n_filters "
                              f"({self.dictionary.n_filters}), got {self.shared_filters}")

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation images (learn.budget; about 1 h on 2 cores for 10 clusters)")
     flags.add_argument("--feature", choices=["dae", "highpass"], help="what the clusters "
                        "group: DAE latents or high-pass texture features (learn.feature)")
-    flags.add_argument("--init", choices=["random", "control"], help="start each cluster's "
-                       "dictionary at random or from the one learned on all images (learn.init)")
+    flags.add_argument("--init", help="start each cluster's dictionary at random (random), "
+                       "from the one learned on all images first (control), or from a "
+                       "one-basis set learned before (its name or folder) (learn.init)")
     flags.add_argument("--shared-filters", type=int, help="with --init control: filters every "
                        "cluster shares and keeps (learn.shared_filters)")
     flags.add_argument("--out", help="basis-set folder (learn.out; "
@@ -203,8 +204,9 @@ def write(out: Path, result: LearnResult, config: Config, dataset: Dataset,
 def learning_record(learned: Learned, validation_images: int) -> dict:
     """How one dictionary learned, as the manifest records it: its steps, why it stopped,
     the scoring its filters come from, and the validation curve."""
-    return {"steps": learned.steps, "stopped": learned.stopped, "best_step": learned.best_step,
-            "validation_images": validation_images,
+    return {"steps": learned.steps, "first_step": learned.first_step,
+            "stopped": learned.stopped, "best_step": learned.best_step,
+            "validation_images": validation_images, "usage": learned.usage.tolist(),
             "validation": {key: value.tolist() for key, value in learned.curve.items()}}
 
 

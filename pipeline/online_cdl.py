@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from pipeline import batched
-from pipeline.basis import project_filters
+from pipeline.basis import BasisError, project_filters, validate_basis
 from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.quality import coding_quality
 
@@ -55,7 +55,8 @@ class OnlineLearner:
     Parameters
     ----------
     initial : (P, P, 3, M) ndarray
-        Starting filters; projected onto the constraints first, as sporco does.
+        Starting filters; projected onto the constraints first, as sporco does
+        (a valid basis is kept as it is, so a dictionary's filters carry over exactly).
     options : CDLOptions
         Sparsity weight, step sizes and the mini-batches' coding settings.
     filter_lmbda, pad : float, int
@@ -72,7 +73,11 @@ class OnlineLearner:
     def __init__(self, initial: np.ndarray, options: CDLOptions = CDLOptions(), *,
                  filter_lmbda: float = 5.0, pad: int = 16, device: str = "cpu", step: int = 0,
                  frozen: np.ndarray | None = None):
-        self.basis = project_filters(initial)
+        try:
+            validate_basis(initial)
+            self.basis = np.array(initial, dtype=np.float32)
+        except BasisError:
+            self.basis = project_filters(initial)
         self.options, self.filter_lmbda, self.pad = options, filter_lmbda, pad
         self.device = batched.resolve_device(device)
         self.steps = step
@@ -138,6 +143,9 @@ class Learned:
         Share of non-zero coefficients of each of its filters on the validation set.
     stopped : {"converged", "step cap"}
         Why learning stopped.
+    first_step : int
+        Where in the step-size schedule learning started (0, or the steps of
+        the dictionary it was fine-tuned from).
     """
 
     basis: np.ndarray
@@ -146,6 +154,7 @@ class Learned:
     best_step: int
     usage: np.ndarray
     stopped: str
+    first_step: int = 0
 
     @property
     def steps(self) -> int:
@@ -229,7 +238,7 @@ def learn_online(
         on_steps(options.max_iter - len(objectives))
     return Learned(basis=best[2], objectives=np.asarray(objectives),
                    curve={key: np.asarray(value) for key, value in curve.items()},
-                   best_step=best[1], usage=best[3], stopped=stopped)
+                   best_step=best[1], usage=best[3], stopped=stopped, first_step=first_step)
 
 
 def has_converged(steps: list[int], objectives: list[float], options: CDLOptions) -> bool:

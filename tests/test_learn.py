@@ -12,7 +12,7 @@ import torch
 import zarr
 from conftest import REFERENCE, normalised, psnr
 
-from flows.learn import ClusterTooSmallError, learn_bases
+from flows.learn import ClusterTooSmallError, learn_bases, split_images, validation_split
 from pipeline.basis import (
     DEFAULT_BASIS_SET,
     BasisError,
@@ -27,6 +27,7 @@ from pipeline.csc import CDLOptions
 from pipeline.dae import DAEOptions, encode, load_model, load_weights, save_weights, train_dae
 from pipeline.datasets import Dataset, read_image, sample
 from pipeline.solvers import reconstruct_image
+from pipeline.stratified import assign_clusters
 
 SMALL_DAE = DAEOptions(max_epochs=2)
 SMALL = LearnConfig(clusters=3, images_per_cluster=12, dae=SMALL_DAE,
@@ -145,6 +146,56 @@ def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos
     images = np.stack([photos.load(i) for i in split.training])
     latents = encode(load_model(loaded.dae_weights), images)
     np.testing.assert_array_equal(assign(latents, loaded.clusters), labels)
+
+
+def test_held_out_by_photograph_never_shares_a_photograph_with_training():
+    """Tiles of the photos data set: every tile of a held-out scene is out of every stage;
+    every cluster's validation tiles are out of its learning."""
+    from pipeline.datasets import photo_tiles
+
+    tiles = photo_tiles(3000, seed=4)
+    split = split_images(len(tiles), LearnConfig(held_out_sources=3), tiles.sources)
+    held, trained = set(tiles.sources[split.held_out]), set(tiles.sources[split.training])
+    assert held == set(split.held_out_sources) and len(held) == 3 and len(trained) == 8
+    assert not held & trained
+    assert len(split.held_out) == 500 and set(split.dae) <= set(split.training)
+    everything = np.concatenate([split.training, np.flatnonzero(np.isin(tiles.sources,
+                                                                        list(held)))])
+    assert sorted(everything.tolist()) == list(range(3000))  # nothing else is left out
+    by_default = split_images(len(tiles), LearnConfig(), tiles.sources)  # enough scenes for 500
+    assert len(by_default.held_out_sources) == 2 and len(by_default.held_out) == 500
+    own = split_images(1000, LearnConfig(held_out=50))  # each image its own source
+    assert len(own.held_out) == len(own.held_out_sources) == 50 and len(own.training) == 950
+    with pytest.raises(ClusterTooSmallError, match="held_out_sources is 11, and the images "
+                                                   "come from 11 sources"):
+        split_images(len(tiles), LearnConfig(held_out_sources=11), tiles.sources)
+
+    members = [split.training[tiles.labels[split.training] % 3 == c] for c in range(3)]
+    learn, validation = validation_split(members, 32, seed=0)
+    for mine, kept, judged in zip(members, learn, validation, strict=True):
+        assert len(judged) == 32 and not set(kept) & set(judged)
+        assert sorted([*kept, *judged]) == sorted(mine)
+
+
+def test_texture_clusters_and_fine_tuned_shared_filters(client, photos, tmp_path):
+    """feature highpass, clusters started from the control with 3 shared filters: each
+    cluster keeps the control's 3 most used filters, and the set assigns by features."""
+    settings = replace(SMALL, feature="highpass", init="control", shared_filters=3)
+    result = learn_bases(client, photos, settings, workdir=tmp_path / "w", progress=False)
+    control, clusters = result.dictionaries.control_learned, result.dictionaries.clusters
+    shared = np.argsort(-control.usage, kind="stable")[:3]
+    for learned in clusters:
+        np.testing.assert_array_equal(learned.basis[..., shared], control.basis[..., shared])
+        assert learned.first_step == control.steps
+        assert not np.array_equal(learned.basis, control.basis) or learned.best_step == 0
+    assert result.strata.dae_weights is None and result.strata.clusters.mean.shape == (12,)
+    save_basis_set(tmp_path / "set", result.dictionaries.bases, clusters=result.strata.clusters,
+                   feature="highpass", manifest={"settings": {"lmbda": 0.2}})
+    loaded = load_basis_set(tmp_path / "set")
+    assert loaded.feature == "highpass" and not (tmp_path / "set" / "dae.pt").exists()
+    images = np.stack([photos.load(i) for i in result.split.training[:20]])
+    np.testing.assert_array_equal(assign_clusters(images, loaded),
+                                  result.strata.labels[:20])
 
 
 def test_too_small_cluster_is_a_clear_error(client, photos, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import sporco.fft
@@ -10,7 +12,13 @@ from sporco.dictlrn import onlinecdl
 from pipeline.basis import validate_basis
 from pipeline.csc import CDLOptions
 from pipeline.datasets import sample
-from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
+from pipeline.online_cdl import (
+    OnlineLearner,
+    has_converged,
+    initial_filters,
+    learn_online,
+    minibatches,
+)
 from pipeline.sporco_solver import configure_fft, split_low_high
 
 LMBDA = 0.2
@@ -77,3 +85,56 @@ def test_minibatches_cover_every_image_each_pass_without_repeats(count, size):
     counts = np.bincount(drawn, minlength=count)
     assert counts.min() >= passes - 1 and counts.max() <= passes + 1  # evenly, pass by pass
     np.testing.assert_array_equal(np.concatenate(minibatches(count, size, 12, seed=3)), drawn)
+
+
+def test_validation_objective_falls_and_the_stopping_rule_stops(crops):
+    """8 filters of 6x6 learned on 12 crops, scored every 4 steps on the 4 others: the
+    validation objective falls, and learning stops at the first scoring where it changed by
+    at most 0.5 % over the last fifth of the steps, far before the cap."""
+    options = CDLOptions(n_filters=8, filter_size=6, batch_size=4, max_iter=400,
+                         validate_every=4, coding_max_iter=10)
+    learned = learn_online(crops[:12], crops[12:], options, seed=0)
+    steps, objective = list(learned.curve["step"]), list(learned.curve["objective"])
+    assert learned.stopped == "converged" and 20 <= learned.steps < 400
+    assert steps[0] == 0 and steps[-1] == learned.steps == len(learned.objectives)
+    assert objective[-1] < 0.9 * objective[0]  # a random start codes the crops badly
+    assert has_converged(steps, objective, options)
+    assert not any(has_converged(steps[:i], objective[:i], options) for i in range(1, len(steps)))
+    best = int(np.argmin(objective))
+    assert learned.best_step == steps[best]
+    assert learned.usage.shape == (8,) and 0 < learned.usage.sum() < 8
+    validate_basis(learned.basis)
+    assert np.all(np.diff(learned.curve["psnr"][:3]) > 0)  # the first steps learn
+    capped = learn_online(crops[:12], crops[12:], replace(options, max_iter=10), seed=0)
+    assert capped.stopped == "step cap" and capped.steps == 10
+    assert list(capped.curve["step"]) == [0, 4, 8, 10]
+
+
+def test_the_stopping_rule_is_the_change_over_the_last_fifth():
+    options = CDLOptions(validate_every=10, stop_tol=0.005)
+    steps = list(range(0, 110, 10))
+    flat_late = [100.0, 50, 30, 25, 22, 21, 20.5, 20.3, 20.2, 20.15, 20.1]
+    assert not has_converged(steps[:5], flat_late[:5], options)  # before 5 scorings' steps
+    assert not has_converged(steps[:7], flat_late[:7], options)  # 60 vs 40: 21 -> 20.5, 2.4 %
+    assert has_converged(steps, flat_late, options)  # 100 vs 80: 20.2 -> 20.1, 0.5 %
+    rising = flat_late[:-1] + [20.3]  # a rise counts as a change too
+    assert has_converged(steps, rising, options)
+    assert not has_converged(steps, flat_late[:-1] + [21.0], options)
+
+
+def test_a_learner_continues_a_schedule_and_keeps_its_frozen_filters(crops):
+    options = CDLOptions(n_filters=8, filter_size=6, batch_size=4, coding_max_iter=10)
+    start = OnlineLearner(initial_filters(options, seed=2), options).basis
+    frozen = np.zeros(8, bool)
+    frozen[[1, 5]] = True
+    early = OnlineLearner(start, options, frozen=frozen)
+    late = OnlineLearner(start, options, step=200, frozen=frozen)
+    np.testing.assert_array_equal(late.basis, start)  # a valid start is kept as it is
+    early.step(crops[:4])
+    late.step(crops[:4])
+    np.testing.assert_array_equal(late.basis[..., frozen], start[..., frozen])
+    np.testing.assert_array_equal(early.basis[..., frozen], start[..., frozen])
+    moved = [np.linalg.norm(learner.basis[..., ~frozen] - start[..., ~frozen])
+             for learner in (early, late)]
+    assert moved[1] < 0.2 * moved[0]  # eta_a / (200 + eta_b): a fine-tuning step
+    assert late.steps == 201
