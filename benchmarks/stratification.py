@@ -1,56 +1,136 @@
-"""Does stratification pay?  Held-out PSNR and code density of each basis, and the defense metric.
+"""Does stratification pay?  Every basis set learned the same way, measured on unseen photographs.
 
-For every basis or basis set compared (the shipped sets, the control
-dictionary that the 10-cluster run learned on all its images with the same
-budget, and the original project's published basis when ``../shared`` is
-there), on the same lambda (0.2) and solver:
+Two steps, each resumable (a set or a measurement already made is kept):
 
-- the 500 held-out tiles of the ``photos`` data set that the shipped
-  ``photos-k10`` run kept out of every stage (its manifest lists them), each
-  reconstructed with its own cluster's dictionary for a set: mean PSNR and
-  mean code density (fraction of non-zero coefficients), per cluster of the
-  10-cluster set and overall;
-- the ten published 64x64 photographs and their FGSM (8/255) versions:
-  PSNR(image, reconstruction), PSNR(reconstruction of clean, reconstruction
-  of attacked), and for a set the share of pairs assigned to the same cluster.
+``learn``
+    runs ``python -m pipeline.learn`` (the ``photos`` data set: three
+    scenes held out of every stage) once per design of :data:`DESIGNS`,
+    into ``--sets`` (default ``outputs/stratification``): k = 1, 4 and 10
+    clusters, of DAE latents (the paper's) or of high-pass texture features,
+    each dictionary from a random start, fine-tuned from the converged one
+    basis, or fine-tuned with half its filters shared, every dictionary
+    learned with ``--budget converged`` (the same stopping rule for all);
+    then the two equal-cost designs: one basis learned for as many steps as
+    the 10 DAE clusters took together, and 10 DAE clusters sharing the steps
+    the one basis took.
+``measure``
+    codes, with each set (each image with its own cluster's dictionary) and
+    with the original project's ``basis_64`` where ``../shared`` has it: the
+    500 held-out tiles of the held-out scenes at lambda 0.1, 0.2 and 0.3
+    (mean PSNR and code density, overall and per cluster, and the PSNR at
+    the one basis's density, interpolated on the lambda curve); the ten
+    published 64x64 photographs and their FGSM 8/255 versions (PSNR of the
+    reconstruction, PSNR between the reconstructions of clean and attacked,
+    and how often both land in one cluster).
 
 Usage::
 
-    python benchmarks/stratification.py
+    python benchmarks/stratification.py learn      # hours on 2 cores; each set's time is in
+                                                   # its manifest
+    python benchmarks/stratification.py measure    # writes results_stratification.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.basis import BASIS_FOLDER, BasisSet, open_bases
-from pipeline.datasets import photo_tiles, read_image
-from pipeline.quality import coding_quality
-from pipeline.stratified import assign_clusters, reconstruct_by_cluster
-
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "shared" / "reference"
+LAMBDAS = (0.1, 0.2, 0.3)
+
+#: name -> the learn command's arguments (after ``photos``); ``{k1}`` is the one basis's folder.
+DESIGNS = {
+    "k1": ["--clusters", "1"],
+    "k10-dae": ["--clusters", "10"],
+    "k4-dae": ["--clusters", "4"],
+    "k4-highpass": ["--clusters", "4", "--feature", "highpass"],
+    "k10-highpass": ["--clusters", "10", "--feature", "highpass"],
+    "k4-dae-tuned": ["--clusters", "4", "--init", "{k1}"],
+    "k10-dae-tuned": ["--clusters", "10", "--init", "{k1}"],
+    "k4-highpass-tuned": ["--clusters", "4", "--feature", "highpass", "--init", "{k1}"],
+    "k10-highpass-tuned": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}"],
+    "k4-dae-shared": ["--clusters", "4", "--init", "{k1}", "--shared-filters", "32"],
+    "k10-dae-shared": ["--clusters", "10", "--init", "{k1}", "--shared-filters", "32"],
+    "k4-highpass-shared": ["--clusters", "4", "--feature", "highpass", "--init", "{k1}",
+                           "--shared-filters", "32"],
+    "k10-highpass-shared": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}",
+                            "--shared-filters", "32"],
+}
+COMMON = ["--budget", "converged", "--set", "learn.control=false"]
+NO_STOP = ["--set", "learn.dictionary.stop_tol=1e-9"]  # a fixed number of steps
 
 
-def held_out_tiles(manifest: dict) -> np.ndarray:
-    dataset = photo_tiles()  # the photos config's tiles, which the shipped sets learned from
+def learn(sets: Path, only: list[str] | None) -> None:
+    sets.mkdir(parents=True, exist_ok=True)
+    k1 = sets / "k1"
+    designs = {name: [a.replace("{k1}", str(k1)) for a in args] + COMMON
+               for name, args in DESIGNS.items()}
+    for name, args in designs.items():
+        if not only or name in only:
+            _learn_one(sets / name, args)
+    # Equal cost: the steps of one design given to the other (known once both are learned).
+    steps = {name: _steps(sets / name) for name in ("k1", "k10-dae") if _done(sets / name)}
+    if len(steps) == 2 and (not only or "k1-at-k10-cost" in only):
+        extra = sum(steps["k10-dae"]) - sum(steps["k1"])
+        _learn_one(sets / "k1-at-k10-cost", ["--clusters", "1", "--init", str(k1),
+                                             "--iterations", str(max(extra, 1)),
+                                             "--set", "learn.control=false", *NO_STOP])
+    if len(steps) == 2 and (not only or "k10-dae-at-k1-cost" in only):
+        share = max(1, sum(steps["k1"]) // 10)
+        _learn_one(sets / "k10-dae-at-k1-cost", ["--clusters", "10", "--iterations", str(share),
+                                                 "--set", "learn.control=false", *NO_STOP])
+
+
+def _learn_one(folder: Path, args: list[str]) -> None:
+    if _done(folder):
+        print(f"{folder.name}: already learned", flush=True)
+        return
+    command = [sys.executable, "-m", "pipeline.learn", "photos", "--out", str(folder),
+               "--overwrite", "-q", *args]
+    print(f"{folder.name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    print(f"{folder.name}: {time.perf_counter() - started:.0f} s, steps {_steps(folder)}",
+          flush=True)
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "manifest.json").is_file()
+
+
+def _steps(folder: Path) -> list[int]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [record["steps"] for record in manifest["learning"]]
+
+
+# --- measuring ----------------------------------------------------------------------------
+
+
+def held_out_tiles(sets: Path) -> tuple[np.ndarray, list[str]]:
+    """The held-out tiles every set of ``sets`` kept out (one list: the same split)."""
+    from pipeline.datasets import photo_tiles
+
+    lists = {tuple(json.loads((f / "manifest.json").read_text())["held_out_images"])
+             for f in sets.iterdir() if _done(f)}
+    if len(lists) != 1:
+        raise SystemExit(f"{sets}: the sets hold out {len(lists)} different tile lists")
+    names = list(lists.pop())
+    dataset = photo_tiles()
     index = {name: i for i, name in enumerate(dataset.names)}
-    return np.stack([dataset.load(index[name]) for name in manifest["held_out_images"]])
-
-
-def quality(images: np.ndarray, bases: BasisSet, clusters: np.ndarray):
-    psnr, density = np.zeros(len(images)), np.zeros(len(images))
-    for c in np.unique(clusters):
-        rows = clusters == c
-        psnr[rows], density[rows] = coding_quality(images[rows], bases.bases[c])
-    return psnr, density
+    return np.stack([dataset.load(index[name]) for name in names]), names
 
 
 def published_pairs() -> tuple[np.ndarray, np.ndarray] | None:
+    from pipeline.datasets import read_image
+
     folder = REFERENCE / "sample_images_64"
     if not folder.is_dir():
         return None
@@ -65,49 +145,92 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1 / error)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", default="photos-k10", help="the stratified set measured")
-    parser.add_argument("--out", type=Path, default=HERE / "results_stratification.json")
-    args = parser.parse_args()
-    folder = BASIS_FOLDER / args.set
-    manifest = json.loads((folder / "manifest.json").read_text())
-    candidates = {args.set: open_bases(folder),
-                  f"{args.set} control (one dictionary, same budget)":
-                      open_bases(folder / manifest["control"])}
-    for name in ("photos-k1", "sample-k10", "sample-k1"):
-        if (BASIS_FOLDER / name).is_dir():
-            candidates[name] = open_bases(BASIS_FOLDER / name)
+def measure_set(name: str, path: str, tiles: np.ndarray) -> dict:
+    """Every measurement of one set (run in a worker process, one thread)."""
+    import torch
+
+    from pipeline.basis import open_bases
+    from pipeline.csc import CSCOptions
+    from pipeline.quality import coding_quality
+    from pipeline.stratified import assign_clusters, reconstruct_by_cluster
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    bases = open_bases(path)
+    clusters = assign_clusters(tiles, bases)
+    row = {"set": name, "clusters": len(bases.bases),
+           "cluster_sizes": np.bincount(clusters, minlength=len(bases.bases)).tolist()}
+    for lmbda in LAMBDAS:
+        values, density = np.zeros(len(tiles)), np.zeros(len(tiles))
+        for c in np.unique(clusters):
+            rows = clusters == c
+            quality = coding_quality(tiles[rows], bases.bases[c], CSCOptions(lmbda=lmbda))
+            values[rows], density[rows] = quality.psnr, quality.density
+        row[f"lmbda {lmbda:g}"] = {
+            "psnr": float(values.mean()), "psnr_se": float(values.std(ddof=1) /
+                                                           np.sqrt(len(values))),
+            "density": float(density.mean()), "psnr_per_image": values.tolist(),
+            "per_cluster_psnr": [float(values[clusters == c].mean()) if (clusters == c).any()
+                                 else None for c in range(len(bases.bases))]}
+    pairs = published_pairs()
+    if pairs is not None:
+        clean, attacked = pairs
+        rec_clean, _, c_clean = reconstruct_by_cluster(clean, bases, device="cpu")
+        rec_attacked, _, c_attacked = reconstruct_by_cluster(attacked, bases, device="cpu")
+        row["published"] = {"psnr": float(psnr(clean, rec_clean).mean()),
+                            "clean_vs_attacked": float(psnr(rec_clean, rec_attacked).mean()),
+                            "same_cluster": float(np.mean(c_clean == c_attacked))}
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def at_density(row: dict, density: float) -> float:
+    """The set's held-out PSNR at ``density``, interpolated linearly in log density over
+    its lambda curve (extrapolated from the nearest two points outside it)."""
+    points = sorted((np.log(row[f"lmbda {m:g}"]["density"]), row[f"lmbda {m:g}"]["psnr"])
+                    for m in LAMBDAS)
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    i = int(np.clip(np.searchsorted(x, np.log(density)), 1, len(x) - 1))
+    return float(y[i - 1] + (y[i] - y[i - 1]) * (np.log(density) - x[i - 1]) / (x[i] - x[i - 1]))
+
+
+def measure(sets: Path, out: Path) -> None:
+    tiles, names = held_out_tiles(sets)
+    candidates = {f.name: str(f) for f in sorted(sets.iterdir()) if _done(f)}
     published = REFERENCE / "basis" / "basis_64" / "64_p8_lm0.2.npy"
     if published.is_file():
-        candidates["published basis_64"] = open_bases(published)
+        candidates["published basis_64"] = str(published)
+    done = json.loads(out.read_text())["results"] if out.is_file() else {}
+    todo = [name for name in candidates if name not in done]
+    with ProcessPoolExecutor(2) as pool:
+        for row in pool.map(measure_set, todo, [candidates[n] for n in todo],
+                            [tiles] * len(todo)):
+            done[row["set"]] = row
+            print(f"{row['set']}: {row['lmbda 0.2']['psnr']:.3f} dB at density "
+                  f"{row['lmbda 0.2']['density']:.5f} ({row['seconds']:.0f} s)", flush=True)
+            _write(out, sets, names, done)
+    reference = done["k1"]["lmbda 0.2"]["density"]
+    for row in done.values():
+        row["psnr_at_k1_density"] = at_density(row, reference)
+    _write(out, sets, names, done)
 
-    tiles = held_out_tiles(manifest)
-    strata = assign_clusters(tiles, candidates[args.set])
-    pairs = published_pairs()
-    results = {}
-    for name, bases in candidates.items():
-        own, density = quality(tiles, bases, assign_clusters(tiles, bases))
-        row = {"held_out_psnr": float(own.mean()), "held_out_density": float(density.mean()),
-               "per_cluster_psnr": [float(own[strata == c].mean()) if (strata == c).any()
-                                    else None for c in range(len(candidates[args.set].bases))]}
-        if pairs is not None:
-            clean, attacked = pairs
-            rec_clean, _, c_clean = reconstruct_by_cluster(clean, bases)
-            rec_attacked, _, c_attacked = reconstruct_by_cluster(attacked, bases)
-            row.update(photos_psnr=float(psnr(clean, rec_clean).mean()),
-                       clean_vs_attacked_psnr=float(psnr(rec_clean, rec_attacked).mean()),
-                       same_cluster=float(np.mean(c_clean == c_attacked)))
-        results[name] = row
-        print(f"{name:52s} held-out {row['held_out_psnr']:.3f} dB, density "
-              f"{row['held_out_density']:.5f}" + (
-                  f"; published photos {row['photos_psnr']:.2f} dB, rec clean vs attacked "
-                  f"{row['clean_vs_attacked_psnr']:.2f} dB, same cluster "
-                  f"{row['same_cluster']:.1f}" if pairs is not None else ""), flush=True)
-    args.out.write_text(json.dumps({"set": args.set, "held_out_images": len(tiles),
-                                    "cluster_sizes": np.bincount(
-                                        strata, minlength=len(candidates[args.set].bases))
-                                    .tolist(), "results": results}, indent=2) + "\n")
+
+def _write(out: Path, sets: Path, names: list[str], results: dict) -> None:
+    out.write_text(json.dumps({"sets": str(sets), "held_out_images": len(names),
+                               "lambdas": LAMBDAS, "results": results}, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["learn", "measure"])
+    parser.add_argument("--sets", type=Path, default=Path("outputs/stratification"))
+    parser.add_argument("--only", nargs="*", help="learn only these designs")
+    parser.add_argument("--out", type=Path, default=HERE / "results_stratification.json")
+    args = parser.parse_args()
+    if args.step == "learn":
+        learn(args.sets, args.only)
+    else:
+        measure(args.sets, args.out)
 
 
 if __name__ == "__main__":

@@ -259,18 +259,27 @@ def reconstruct_and_count(
     *,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
+    keep_spectrum: bool = True,
 ) -> Coded:
-    """:func:`reconstruct_batch`, and how each image's code fits and uses the filters."""
-    return _reconstruct(images, basis, options, batch_size, device, measure=True)
+    """:func:`reconstruct_batch`, and how each image's code fits and uses the filters.
+
+    ``keep_spectrum=False`` leaves the dictionary's transforms out of the
+    process's cache (:func:`cached_spectrum`): for a dictionary that is
+    about to change, such as one being learned.
+    """
+    return _reconstruct(images, basis, options, batch_size, device, measure=True,
+                        keep_spectrum=keep_spectrum)
 
 
-def _reconstruct(images, basis, options, batch_size, device, *, measure: bool) -> Coded:
+def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
+                 keep_spectrum: bool = True) -> Coded:
     check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
     stack = stack.permute(0, 3, 1, 2)
     low, high = split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
-    spectrum = cached_spectrum(basis, tuple(stack.shape[-2:]), device)
+    transforms = cached_spectrum if keep_spectrum else dictionary_spectrum
+    spectrum = transforms(basis, tuple(stack.shape[-2:]), device)
     batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
     result = low  # the coded high-pass parts are added in place
     n_iter, objective = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))

@@ -217,7 +217,8 @@ def learn_online(
 
     def score(step: int) -> None:
         nonlocal best
-        quality = coding_quality(validation, learner.basis, score_options, device=device)
+        quality = coding_quality(validation, learner.basis, score_options, device=device,
+                                 keep_spectrum=False)
         for key, value in (("step", step), ("objective", quality.objective.mean()),
                            ("psnr", quality.psnr.mean()), ("density", quality.density.mean())):
             curve[key].append(value)

@@ -46,6 +46,7 @@ def coding_quality(
     options: CSCOptions = CSCOptions(),
     *,
     device: str = "cpu",
+    keep_spectrum: bool = True,
 ) -> CodingQuality:
     """PSNR of each image's reconstruction, and the density and objective of its code.
 
@@ -62,6 +63,10 @@ def coding_quality(
         Solver settings.
     device : str
         Where the solver runs.
+    keep_spectrum : bool
+        Keep the dictionary's transforms for the next call
+        (:func:`pipeline.batched.reconstruct_and_count`); False for a
+        dictionary being learned.
 
     Returns
     -------
@@ -76,7 +81,8 @@ def coding_quality(
     >>> quality.psnr.shape, bool(np.all((quality.density > 0) & (quality.density < 1)))
     ((2,), True)
     """
-    coded = reconstruct_and_count(images, basis, options, device=device)
+    coded = reconstruct_and_count(images, basis, options, device=device,
+                                  keep_spectrum=keep_spectrum)
     error = np.mean((coded.reconstructions.astype(np.float64) - images) ** 2, axis=(1, 2, 3))
     return CodingQuality(psnr=10 * np.log10(1 / np.maximum(error, 1e-20)),
                          density=coded.density, objective=coded.objective, usage=coded.usage)
