@@ -8,7 +8,7 @@ every ``--every`` steps on one fixed validation set of training-scene tiles
 that no learner sees.  The settings are ``gradient`` (the mini-batch's
 gradient summed over its images, sporco's rule, or their mean) with
 ``eta_a / (t + eta_b)``; ``sum`` with ``eta_a`` 10 equals ``mean`` with
-``eta_a`` 160, so the four settings span a factor of 64 in step size.
+``eta_a`` 160, so the six settings span a factor of 256 in step size.
 Each setting also shows where the stopping rule (0.5 % over the last fifth
 of the steps) would have stopped it.  Two settings run at a time, one per
 core.
@@ -31,7 +31,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = {"sum, eta_a 10 (sporco)": ("sum", 10.0), "mean, eta_a 40": ("mean", 40.0),
-            "mean, eta_a 10": ("mean", 10.0), "mean, eta_a 2.5": ("mean", 2.5)}
+            "mean, eta_a 10": ("mean", 10.0), "mean, eta_a 2.5": ("mean", 2.5),
+            "sum, eta_a 20": ("sum", 20.0), "sum, eta_a 40": ("sum", 40.0)}
 
 
 def data(validation: int):
@@ -87,9 +88,11 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=64)
     parser.add_argument("--out", type=Path, default=HERE / "results_learn_step_size.json")
     args = parser.parse_args()
-    with ProcessPoolExecutor(2) as pool:
-        results = list(pool.map(run, SETTINGS, [args.steps] * 4, [args.every] * 4,
-                                [args.validation] * 4))
+    done = json.loads(args.out.read_text())["results"] if args.out.is_file() else []
+    todo = [name for name in SETTINGS if name not in {r["setting"] for r in done}]
+    with ProcessPoolExecutor(2) as pool:  # settings already measured are kept
+        results = done + list(pool.map(run, todo, [args.steps] * len(todo),
+                                       [args.every] * len(todo), [args.validation] * len(todo)))
     for r in results:
         print(f"{r['setting']:24s} validation objective {r['final_objective']:.3f} "
               f"PSNR {r['final_psnr']:.3f} dB density {r['final_density']:.5f} "

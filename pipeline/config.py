@@ -186,11 +186,11 @@ class EvaluateConfig:
     its own classifier); null evaluates the config's data set with the
     user's ``classifier`` (a ``torch.export`` .pt2 file, a TorchScript file
     or ``package.module:function``) and, with ``transfer_classifier``, the
-    transfer control.  The per-cluster CSC row uses the config's ``basis``;
-    the one-basis row uses ``one_basis``.  ``test_images`` is n of every
-    cell; ``train_images`` the classifier's training set; ``epochs`` its
-    training; ``pgd_steps`` the oblivious PGD's iterations;
-    ``retrain_images`` (null: all) the training images reconstructed to
+    transfer control.  The one-basis CSC row uses ``one_basis``, the
+    per-cluster row the basis set ``per_cluster`` (shipped names or
+    paths).  ``test_images`` is n of every cell; ``train_images`` the
+    classifier's training set; ``epochs`` its training; ``pgd_steps`` the
+    oblivious PGD's iterations; ``retrain_images`` (null: all) the training images reconstructed to
     retrain on; ``out`` the output folder (null: ``outputs/evaluate/<name>``).
 
     The adaptive attacks (:mod:`evaluation.adaptive`) run on every row, on
@@ -209,6 +209,7 @@ class EvaluateConfig:
     classifier: str | None = None
     transfer_classifier: str | None = None
     one_basis: str = "photos-k1"
+    per_cluster: str = "photos-k10"
     test_images: int = 200
     train_images: int = 2000
     epochs: int = 10

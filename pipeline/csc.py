@@ -167,7 +167,9 @@ class CDLOptions:
         gave the same held-out PSNR at every step count measured, 3x faster
         (``benchmarks/README.md``).
     validate_every : int
-        Online: steps between scorings on the validation set.
+        Online: steps between scorings on the validation set (so the rule
+        is first checked after 100 steps: earlier, the last fifth of the
+        steps is too short to tell a plateau from a slow descent).
     stop_tol : float
         Online: the relative change of the validation objective over the
         last fifth of the steps at which learning stops (0.005: 0.5 %).
@@ -184,7 +186,7 @@ class CDLOptions:
     gradient: Literal["sum", "mean"] = "sum"
     coding_max_iter: int = 30
     coding_rel_stop_tol: float = 1e-3
-    validate_every: int = 10
+    validate_every: int = 20
     stop_tol: float = 0.005
 
     def __post_init__(self) -> None:

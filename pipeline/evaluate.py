@@ -47,10 +47,11 @@ from pipeline.errors import UserError
 
 log = logging.getLogger("pipeline.evaluate")
 
-#: Flags that set a config key (``evaluate.*``, and the per-cluster row's ``basis``).
+#: Flags that set a config key (``evaluate.*``).
 SHORTCUTS = {
     "classifier": "evaluate.classifier", "transfer_classifier": "evaluate.transfer_classifier",
-    "out": "evaluate.out", "one_basis": "evaluate.one_basis", "basis_set": "basis",
+    "out": "evaluate.out", "one_basis": "evaluate.one_basis",
+    "basis_set": "evaluate.per_cluster",
     "test_images": "evaluate.test_images", "train_images": "evaluate.train_images",
     "epochs": "evaluate.epochs", "pgd_steps": "evaluate.pgd_steps",
     "bpda_steps": "evaluate.bpda_steps", "bpda_restarts": "evaluate.bpda_restarts",
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--out", help="output folder (evaluate.out; default "
                        "outputs/evaluate/<config name>)")
     flags.add_argument("--one-basis", help="basis of the one-basis CSC row (evaluate.one_basis)")
-    flags.add_argument("--basis-set", help="basis set of the per-cluster CSC row (basis)")
+    flags.add_argument("--basis-set", help="basis set of the per-cluster CSC row "
+                       "(evaluate.per_cluster)")
     flags.add_argument("--test-images", type=int, help="test images, n of every cell "
                        "(evaluate.test_images)")
     flags.add_argument("--train-images", type=int, help="training images "
@@ -114,7 +116,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
     from evaluation.flow import EvaluateOptions  # noqa: PLC0415 (ART is optional)
 
     paths = {"CSC one basis": resolve_basis_path(config.evaluate.one_basis),
-             "CSC per-cluster": resolve_basis_path(config.basis)}
+             "CSC per-cluster": resolve_basis_path(config.evaluate.per_cluster)}
     bases = {row: open_bases(path, config.storage_options) for row, path in paths.items()}
     task, models = task_and_models(config)
     options = EvaluateOptions.for_task(task.name, config.evaluate, config.csc)
