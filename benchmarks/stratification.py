@@ -10,9 +10,9 @@ Two steps, each resumable (a set or a measurement already made is kept):
     each dictionary from a random start, fine-tuned from the converged one
     basis, or fine-tuned with half its filters shared, every dictionary
     learned with ``--budget converged`` (the same stopping rule for all);
-    then the two equal-cost designs: one basis learned for as many steps as
-    the 10 DAE clusters took together, and 10 DAE clusters sharing the steps
-    the one basis took.
+    and the two equal-cost designs: one basis learned on for as many steps
+    as the 10 DAE clusters took together, and 10 DAE clusters sharing the
+    steps the one basis took.
 ``measure``
     codes, with each set (each image with its own cluster's dictionary) and
     with the original project's ``basis_64`` where ``../shared`` has it: the
@@ -46,47 +46,53 @@ HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "shared" / "reference"
 LAMBDAS = (0.1, 0.2, 0.3)
 
-#: name -> the learn command's arguments (after ``photos``); ``{k1}`` is the one basis's folder.
+#: name -> the learn command's arguments (after ``photos``), in the order they are learned;
+#: ``{k1}`` is the one basis's folder.
 DESIGNS = {
     "k1": ["--clusters", "1"],
     "k10-dae": ["--clusters", "10"],
     "k4-dae": ["--clusters", "4"],
-    "k4-highpass": ["--clusters", "4", "--feature", "highpass"],
     "k10-highpass": ["--clusters", "10", "--feature", "highpass"],
-    "k4-dae-tuned": ["--clusters", "4", "--init", "{k1}"],
+    "k4-highpass": ["--clusters", "4", "--feature", "highpass"],
     "k10-dae-tuned": ["--clusters", "10", "--init", "{k1}"],
-    "k4-highpass-tuned": ["--clusters", "4", "--feature", "highpass", "--init", "{k1}"],
-    "k10-highpass-tuned": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}"],
-    "k4-dae-shared": ["--clusters", "4", "--init", "{k1}", "--shared-filters", "32"],
+    "k4-dae-tuned": ["--clusters", "4", "--init", "{k1}"],
     "k10-dae-shared": ["--clusters", "10", "--init", "{k1}", "--shared-filters", "32"],
-    "k4-highpass-shared": ["--clusters", "4", "--feature", "highpass", "--init", "{k1}",
-                           "--shared-filters", "32"],
+    "k4-dae-shared": ["--clusters", "4", "--init", "{k1}", "--shared-filters", "32"],
+    "k1-at-k10-cost": None,  # one basis, as many steps as k10-dae took together
+    "k10-dae-at-k1-cost": None,  # ten DAE clusters sharing the steps k1 took
+    "k10-highpass-tuned": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}"],
     "k10-highpass-shared": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}",
                             "--shared-filters", "32"],
 }
 COMMON = ["--budget", "converged", "--set", "learn.control=false"]
-NO_STOP = ["--set", "learn.dictionary.stop_tol=1e-9"]  # a fixed number of steps
+FIXED = ["--set", "learn.control=false", "--set", "learn.dictionary.stop_tol=1e-9"]  # no stop
 
 
 def learn(sets: Path, only: list[str] | None) -> None:
     sets.mkdir(parents=True, exist_ok=True)
     k1 = sets / "k1"
-    designs = {name: [a.replace("{k1}", str(k1)) for a in args] + COMMON
-               for name, args in DESIGNS.items()}
-    for name, args in designs.items():
-        if not only or name in only:
-            _learn_one(sets / name, args)
-    # Equal cost: the steps of one design given to the other (known once both are learned).
-    steps = {name: _steps(sets / name) for name in ("k1", "k10-dae") if _done(sets / name)}
-    if len(steps) == 2 and (not only or "k1-at-k10-cost" in only):
-        extra = sum(steps["k10-dae"]) - sum(steps["k1"])
-        _learn_one(sets / "k1-at-k10-cost", ["--clusters", "1", "--init", str(k1),
-                                             "--iterations", str(max(extra, 1)),
-                                             "--set", "learn.control=false", *NO_STOP])
-    if len(steps) == 2 and (not only or "k10-dae-at-k1-cost" in only):
-        share = max(1, sum(steps["k1"]) // 10)
-        _learn_one(sets / "k10-dae-at-k1-cost", ["--clusters", "10", "--iterations", str(share),
-                                                 "--set", "learn.control=false", *NO_STOP])
+    for name, args in DESIGNS.items():
+        if only and name not in only:
+            continue
+        if args is None:
+            args = _equal_cost(name, sets)
+            if args is None:
+                print(f"{name}: needs k1 and k10-dae first", flush=True)
+                continue
+        else:
+            args = [a.replace("{k1}", str(k1)) for a in args] + COMMON
+        _learn_one(sets / name, args)
+
+
+def _equal_cost(name: str, sets: Path) -> list[str] | None:
+    """The equal-cost designs' arguments: the steps of one design given to the other."""
+    if not (_done(sets / "k1") and _done(sets / "k10-dae")):
+        return None
+    one, ten = sum(_steps(sets / "k1")), sum(_steps(sets / "k10-dae"))
+    if name == "k1-at-k10-cost":
+        return ["--clusters", "1", "--init", str(sets / "k1"), "--iterations",
+                str(max(ten - one, 1)), *FIXED]
+    return ["--clusters", "10", "--iterations", str(max(one // 10, 1)), *FIXED]
 
 
 def _learn_one(folder: Path, args: list[str]) -> None:

@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import evaluate, learn, reconstruct
 from pipeline.cli import Job, local_workers
-from pipeline.config import Config, load_config
+from pipeline.config import CONVERGED_MAX_ITER, Config, load_config
 
 RUNTIME = ["--workers", "1", "--dashboard-address", "127.0.0.1:0"]
 
@@ -116,16 +116,23 @@ def test_print_config_prints_the_resolved_config_and_starts_nothing(command, cap
 
 def test_shortcut_flags_set_config_keys(capsys):
     assert learn.main(["imagenet", "--clusters", "3", "--iterations", "7", "--seed", "4",
+                       "--feature", "highpass", "--init", "control", "--shared-filters", "8",
                        "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["name"] == "imagenet" and printed["dataset"]["image_size"] == 224
     assert printed["learn"]["clusters"] == 3 and printed["learn"]["seed"] == 4
     assert printed["learn"]["dictionary"]["max_iter"] == 7
+    assert printed["learn"]["feature"] == "highpass" and printed["learn"]["init"] == "control"
+    assert printed["learn"]["shared_filters"] == 8
+    assert learn.main(["--budget", "converged", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["learn"]["budget"] == "converged"
+    assert printed["learn"]["dictionary"]["max_iter"] == CONVERGED_MAX_ITER
     assert evaluate.main(["digits", "--pgd-steps", "3", "--basis-set", "sample-k1",
                           "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["evaluate"]["task"] == "digits" and printed["evaluate"]["pgd_steps"] == 3
-    assert printed["basis"] == "sample-k1"
+    assert printed["evaluate"]["per_cluster"] == "sample-k1"
 
 
 def start(module: str, *args: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
