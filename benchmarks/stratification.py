@@ -219,6 +219,31 @@ def measure(sets: Path, out: Path) -> None:
     for row in done.values():
         row["psnr_at_k1_density"] = at_density(row, reference)
     _write(out, sets, names, done)
+    plot(done, out.with_suffix(".png"))
+
+
+def plot(results: dict, path: Path) -> None:
+    """Held-out PSNR against code density over lambda 0.1, 0.2, 0.3, one line per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, row in results.items():
+        points = [(row[f"lmbda {m:g}"]["density"], row[f"lmbda {m:g}"]["psnr"])
+                  for m in LAMBDAS]
+        style = {"color": "black", "lw": 2.5} if name == "k1" else {
+            "ls": "--", "color": "0.5"} if name.startswith("published") else {"lw": 1}
+        ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=name, **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("code density (share of non-zero coefficients)")
+    ax.set_ylabel("PSNR on the held-out scenes (dB)")
+    ax.set_title("lambda 0.3, 0.2, 0.1 from left to right")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _write(out: Path, sets: Path, names: list[str], results: dict) -> None:

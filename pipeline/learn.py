@@ -99,11 +99,14 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
     dataset = open_dataset(config.dataset, config.name, config.storage_options)
     split = split_images(len(dataset), config.learn, dataset.sources)  # enough for the clusters?
     settings = config.learn
-    log.info("%s: %d images (%d held out); %d clusters of %d %dx%d filters, lambda %g, "
-             "%s learner", config.name, len(split.training) + len(split.held_out),
-             len(split.held_out), settings.clusters, settings.dictionary.n_filters,
+    log.info("%s: %d images (%d held out, of %d sources no stage sees); %d clusters of %d "
+             "%dx%d filters, lambda %g, %s learner; budget %s: at most %d steps per "
+             "dictionary, fewer when its validation objective has converged", config.name,
+             len(split.training) + len(split.held_out), len(split.held_out),
+             len(split.held_out_sources), settings.clusters, settings.dictionary.n_filters,
              settings.dictionary.filter_size, settings.dictionary.filter_size,
-             settings.dictionary.lmbda, settings.dictionary.method)
+             settings.dictionary.lmbda, settings.dictionary.method, settings.budget,
+             settings.dictionary.max_iter)
     next_step = f"python -m pipeline.reconstruct {shlex.quote(args.config)} --basis-set {out}"
     return Job(
         run=lambda client, stop_requested: run(client, config, dataset, out, args.command_line,
