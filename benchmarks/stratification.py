@@ -63,6 +63,10 @@ DESIGNS = {
     "k10-highpass-tuned": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}"],
     "k10-highpass-shared": ["--clusters", "10", "--feature", "highpass", "--init", "{k1}",
                             "--shared-filters", "32"],
+    # A five times stricter stopping rule (0.1 % over the last fifth): does learning longer
+    # change the ranking?
+    "k1-strict": ["--clusters", "1", "--set", "learn.dictionary.stop_tol=0.001"],
+    "k4-dae-strict": ["--clusters", "4", "--set", "learn.dictionary.stop_tol=0.001"],
 }
 COMMON = ["--budget", "converged", "--set", "learn.control=false"]
 FIXED = ["--set", "learn.control=false", "--set", "learn.dictionary.stop_tol=1e-9"]  # no stop

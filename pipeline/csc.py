@@ -179,7 +179,7 @@ class CDLOptions:
     filter_size: int = 8
     lmbda: float = 0.2
     method: Literal["online", "batch"] = "online"
-    max_iter: int = 20
+    max_iter: int = 30
     batch_size: int = 16
     eta_a: float = 10.0
     eta_b: float = 5.0
