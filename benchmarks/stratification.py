@@ -219,11 +219,34 @@ def measure(sets: Path, out: Path) -> None:
             print(f"{row['set']}: {row['lmbda 0.2']['psnr']:.3f} dB at density "
                   f"{row['lmbda 0.2']['density']:.5f} ({row['seconds']:.0f} s)", flush=True)
             _write(out, sets, names, done)
-    reference = done["k1"]["lmbda 0.2"]["density"]
+    reference = done["k1"]["lmbda 0.2"]
     for row in done.values():
-        row["psnr_at_k1_density"] = at_density(row, reference)
+        row["psnr_at_k1_density"] = at_density(row, reference["density"])
+        difference = np.subtract(row["lmbda 0.2"]["psnr_per_image"], reference["psnr_per_image"])
+        row["gain_over_k1"] = {"db": float(difference.mean()),
+                               "se": float(difference.std(ddof=1) / np.sqrt(len(difference)))}
     _write(out, sets, names, done)
     plot(done, out.with_suffix(".png"))
+    print("\n".join(table(done)))
+
+
+def table(results: dict) -> list[str]:
+    """The comparison as a markdown table, one row per set."""
+    lines = ["| set | held-out PSNR, lambda 0.2 | density | gain over k1 (paired) | "
+             "PSNR at k1's density | lambda 0.1 / 0.3 | published photos | rec(clean) vs "
+             "rec(FGSM) | same cluster |", "|" + "---|" * 9]
+    for name, row in results.items():
+        at = {m: row[f"lmbda {m:g}"] for m in LAMBDAS}
+        published = row.get("published", {})
+        lines.append(
+            f"| {name} | {at[0.2]['psnr']:.2f} ± {at[0.2]['psnr_se']:.2f} | "
+            f"{at[0.2]['density']:.5f} | {row['gain_over_k1']['db']:+.3f} ± "
+            f"{row['gain_over_k1']['se']:.3f} | {row['psnr_at_k1_density']:.2f} | "
+            f"{at[0.1]['psnr']:.2f} / {at[0.3]['psnr']:.2f} | "
+            f"{published.get('psnr', float('nan')):.2f} | "
+            f"{published.get('clean_vs_attacked', float('nan')):.2f} | "
+            f"{published.get('same_cluster', float('nan')):.1f} |")
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:
