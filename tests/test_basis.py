@@ -36,7 +36,8 @@ def test_shipped_single_basis_is_valid_and_matches_its_manifest():
     folder = DEFAULT_BASIS.parents[1]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["files"]["cluster_00/64_p8_lm0.2.npy"] == file_sha256(DEFAULT_BASIS)
-    assert manifest["command"].startswith("python -m pipeline.learn --clusters 1 --iterations 200")
+    assert manifest["command"].startswith(
+        "python -m pipeline.learn --clusters 1 --budget converged")
     assert not load_basis_set(folder).stratified
 
 
