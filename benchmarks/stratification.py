@@ -124,6 +124,17 @@ def _steps(folder: Path) -> list[int]:
 # --- measuring ----------------------------------------------------------------------------
 
 
+def training_scene_tiles(sets: Path, count: int = 500) -> np.ndarray:
+    """``count`` tiles of the scenes the sets learned from, drawn with another seed."""
+    from pipeline.datasets import photo_tiles
+
+    held = set(json.loads((sets / "k1" / "manifest.json").read_text())["held_out_sources"])
+    fresh = photo_tiles(20000, seed=1)
+    rows = [i for i, scene in enumerate(fresh.sources) if fresh.classes[scene] not in held]
+    chosen = np.random.default_rng(1).choice(rows, count, replace=False)
+    return np.stack([fresh.load(i) for i in np.sort(chosen)])
+
+
 def held_out_tiles(sets: Path) -> tuple[np.ndarray, list[str]]:
     """The held-out tiles every set of ``sets`` kept out (one list: the same split)."""
     from pipeline.datasets import photo_tiles
@@ -155,7 +166,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1 / error)
 
 
-def measure_set(name: str, path: str, tiles: np.ndarray) -> dict:
+def measure_set(name: str, path: str, tiles: np.ndarray, seen: np.ndarray) -> dict:
     """Every measurement of one set (run in a worker process, one thread)."""
     import torch
 
@@ -182,6 +193,12 @@ def measure_set(name: str, path: str, tiles: np.ndarray) -> dict:
             "density": float(density.mean()), "psnr_per_image": values.tolist(),
             "per_cluster_psnr": [float(values[clusters == c].mean()) if (clusters == c).any()
                                  else None for c in range(len(bases.bases))]}
+    values = np.zeros(len(seen))
+    seen_clusters = assign_clusters(seen, bases)
+    for c in np.unique(seen_clusters):
+        rows = seen_clusters == c
+        values[rows] = coding_quality(seen[rows], bases.bases[c], CSCOptions()).psnr
+    row["training_scenes"] = {"psnr": float(values.mean()), "psnr_per_image": values.tolist()}
     pairs = published_pairs()
     if pairs is not None:
         clean, attacked = pairs
@@ -206,6 +223,7 @@ def at_density(row: dict, density: float) -> float:
 
 def measure(sets: Path, out: Path) -> None:
     tiles, names = held_out_tiles(sets)
+    seen = training_scene_tiles(sets)
     candidates = {f.name: str(f) for f in sorted(sets.iterdir()) if _done(f)}
     published = REFERENCE / "basis" / "basis_64" / "64_p8_lm0.2.npy"
     if published.is_file():
@@ -214,7 +232,7 @@ def measure(sets: Path, out: Path) -> None:
     todo = [name for name in candidates if name not in done]
     with ProcessPoolExecutor(2) as pool:
         for row in pool.map(measure_set, todo, [candidates[n] for n in todo],
-                            [tiles] * len(todo)):
+                            [tiles] * len(todo), [seen] * len(todo)):
             done[row["set"]] = row
             print(f"{row['set']}: {row['lmbda 0.2']['psnr']:.3f} dB at density "
                   f"{row['lmbda 0.2']['density']:.5f} ({row['seconds']:.0f} s)", flush=True)
@@ -225,6 +243,11 @@ def measure(sets: Path, out: Path) -> None:
         difference = np.subtract(row["lmbda 0.2"]["psnr_per_image"], reference["psnr_per_image"])
         row["gain_over_k1"] = {"db": float(difference.mean()),
                                "se": float(difference.std(ddof=1) / np.sqrt(len(difference)))}
+        seen_gain = np.subtract(row["training_scenes"]["psnr_per_image"],
+                                done["k1"]["training_scenes"]["psnr_per_image"])
+        row["training_scenes"]["gain_over_k1"] = {
+            "db": float(seen_gain.mean()),
+            "se": float(seen_gain.std(ddof=1) / np.sqrt(len(seen_gain)))}
     _write(out, sets, names, done)
     plot(done, out.with_suffix(".png"))
     print("\n".join(table(done)))
@@ -233,8 +256,8 @@ def measure(sets: Path, out: Path) -> None:
 def table(results: dict) -> list[str]:
     """The comparison as a markdown table, one row per set."""
     lines = ["| set | held-out PSNR, lambda 0.2 | density | gain over k1 (paired) | "
-             "PSNR at k1's density | lambda 0.1 / 0.3 | published photos | rec(clean) vs "
-             "rec(FGSM) | same cluster |", "|" + "---|" * 9]
+             "PSNR at k1's density | lambda 0.1 / 0.3 | training scenes: gain over k1 | "
+             "published photos | rec(clean) vs rec(FGSM) | same cluster |", "|" + "---|" * 10]
     for name, row in results.items():
         at = {m: row[f"lmbda {m:g}"] for m in LAMBDAS}
         published = row.get("published", {})
@@ -243,6 +266,8 @@ def table(results: dict) -> list[str]:
             f"{at[0.2]['density']:.5f} | {row['gain_over_k1']['db']:+.3f} ± "
             f"{row['gain_over_k1']['se']:.3f} | {row['psnr_at_k1_density']:.2f} | "
             f"{at[0.1]['psnr']:.2f} / {at[0.3]['psnr']:.2f} | "
+            f"{row['training_scenes']['gain_over_k1']['db']:+.3f} ± "
+            f"{row['training_scenes']['gain_over_k1']['se']:.3f} | "
             f"{published.get('psnr', float('nan')):.2f} | "
             f"{published.get('clean_vs_attacked', float('nan')):.2f} | "
             f"{published.get('same_cluster', float('nan')):.1f} |")
