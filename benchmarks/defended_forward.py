@@ -26,7 +26,7 @@ import torch
 from evaluation.classifier import to_tensor
 from evaluation.defense import CSCDefense
 from evaluation.tasks import scenes
-from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, open_bases
+from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,7 +52,7 @@ def main() -> None:
                                                              size=clean.shape))
     attacked = torch.clamp(clean + noise.float(), 0, 1)
     rows = []
-    for name, path in (("one basis", DEFAULT_BASIS), ("10 clusters", DEFAULT_BASIS_SET)):
+    for name, path in (("one basis", DEFAULT_BASIS), ("10 clusters", STRATIFIED_SET)):
         bases = open_bases(path)
         for batch_size in (1, 8, 32):
             defense = CSCDefense(bases, batch_size=batch_size, device="cpu")

@@ -110,14 +110,14 @@ def main() -> None:
 
     import numpy as np
 
-    from pipeline.basis import DEFAULT_BASIS_SET, open_bases
+    from pipeline.basis import STRATIFIED_SET, open_bases
     from pipeline.datasets import sample
     from pipeline.runtime import connect, disconnect
 
     tiles = sample().items
     step = len(tiles) // args.images
     images = np.stack([tiles[i * step] for i in range(args.images)]).astype(np.float32) / 255
-    bases = open_bases(DEFAULT_BASIS_SET)
+    bases = open_bases(STRATIFIED_SET)
     solves = {"torch": images, "sporco": images[:: max(1, args.images // args.sporco_images)]
               [:args.sporco_images]}
 

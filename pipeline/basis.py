@@ -40,8 +40,9 @@ STRATIFIED_SET = BASIS_FOLDER / "photos-k10"
 convergence on the embedded photo tiles (the evaluation's per-cluster row)."""
 ONE_BASIS_SET = BASIS_FOLDER / "photos-k1"
 """One basis learned to convergence on the same tiles (``basis/README.md``)."""
-DEFAULT_BASIS_SET = STRATIFIED_SET
-"""The default of reconstruct: the set that codes photographs held out by photograph best."""
+DEFAULT_BASIS_SET = ONE_BASIS_SET
+"""The default of reconstruct: the set that codes photographs held out by photograph best
+(one basis; ``benchmarks/README.md``, "Does stratification pay?")."""
 DEFAULT_BASIS = ONE_BASIS_SET / "cluster_00" / "64_p8_lm0.2.npy"
 """The single basis of :data:`ONE_BASIS_SET`, as a file."""
 

@@ -250,7 +250,7 @@ FULL_BUDGET = {"bpda_steps": 100, "bpda_restarts": 5, "apgd_steps": 100, "apgd_r
 class Config:
     """Everything the commands read from one config, resolved from YAML.
 
-    ``basis`` is ``default`` (the shipped basis set ``photos-k10``), the
+    ``basis`` is ``default`` (the shipped basis set ``photos-k1``), the
     name of a shipped set, a basis ``.npy`` file or a basis-set folder.
     """
 

@@ -29,5 +29,5 @@ CONFIG_FOLDER = _shipped("_configs", "configs")
 """The shipped configs: ``sample.yaml``, ``imagenet.yaml``, ``cifar10.yaml``, ..."""
 
 BASIS_FOLDER = _shipped("_bases", "basis")
-"""The shipped basis sets: ``photos-k10`` (the default), ``photos-k1``, and the earlier
+"""The shipped basis sets: ``photos-k1`` (the default), ``photos-k10`` (stratified), and the earlier
 ``sample-k10`` and ``sample-k1`` (``basis/README.md``)."""

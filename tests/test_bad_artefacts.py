@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import normalised, write_photos
 
-from pipeline.basis import DEFAULT_BASIS_SET as SHIPPED_SET
+from pipeline.basis import STRATIFIED_SET as SHIPPED_SET
 from pipeline.basis import file_sha256
 from pipeline.reconstruct import main
 

@@ -133,7 +133,8 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"wrote basis set {out}" in err
     assert f"reconstruct with it: python -m pipeline.reconstruct sample --basis-set {out}" in err
-    assert "held-out images, PSNR (dB) and code density" in err and "      all      35" in err
+    assert "held-out images (of sources no stage saw), PSNR (dB) and code density" in err
+    assert "      all      35" in err
     for plot in ("filters.png", "examples.png", "latents.png", "objective.png"):
         assert (out / plot).stat().st_size > 1000
     manifest = json.loads((out / "manifest.json").read_text())

@@ -15,7 +15,7 @@ from evaluation.defense import CSCDefense
 from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, evaluate
 from evaluation.tasks import digits, scenes
 from flows.reconstruct import reconstruct_dataset
-from pipeline.basis import DEFAULT_BASIS, DEFAULT_BASIS_SET, open_bases
+from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
 from pipeline.config import EvaluateConfig
 from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset
@@ -32,7 +32,7 @@ def patches() -> tuple[np.ndarray, np.ndarray]:
 
 def test_csc_defense_equals_the_pipelines_reconstruction(client, patches, tmp_path):
     images, _ = patches
-    bases = open_bases(DEFAULT_BASIS_SET)
+    bases = open_bases(STRATIFIED_SET)
     names = [f"patch{i}" for i in range(len(images))]
     dataset = Dataset("patches", names, list(images), image_size=32, fit="none")
     reconstruct_dataset(client, dataset, bases=bases, options=CSCOptions(),
@@ -114,7 +114,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
                               bpda_steps=20, bpda_restarts=2, apgd_steps=5, sweep_steps=10,
                               sweep_images=20)
     options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
-    bases = {"CSC per-cluster": open_bases(DEFAULT_BASIS_SET)}
+    bases = {"CSC per-cluster": open_bases(STRATIFIED_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
     label = "8/255" if name == "scenes" else "0.1"
     main = f"PGD {label}"

@@ -63,8 +63,8 @@ def test_installed_commands_run_from_another_directory(installed, tmp_path):
     assert reconstructed.returncode == 0, reconstructed.stderr
     group = zarr.open_group(tmp_path / "outputs" / "sample.zarr", mode="r")
     assert group["done"][:].all() and group["images"].shape == (350, 64, 64, 3)
-    assert group.attrs["settings"]["basis"]["set"] == "photos-k10"
-    assert set(group["cluster"][:]) == set(range(10))
+    assert group.attrs["settings"]["basis"]["set"] == "photos-k1"  # the default: one basis
+    assert set(group["cluster"][:]) == {0}
 
     learned = run(installed, tmp_path, "-m", "pipeline.learn", "--clusters", "2",
                   "--set", "learn.dictionary.max_iter=5", "--set", "learn.max_images=64",

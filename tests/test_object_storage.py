@@ -188,13 +188,13 @@ def test_a_lease_taken_over_is_noticed_at_the_next_renewal(s3):
 
 
 def test_a_basis_set_and_a_data_set_read_from_the_bucket(s3):
-    from pipeline.basis import DEFAULT_BASIS_SET, open_bases
+    from pipeline.basis import STRATIFIED_SET, open_bases
     from pipeline.datasets import image_folder
 
     storage = StorageOptions(endpoint_url=s3.endpoint)
-    s3.fs.put(str(DEFAULT_BASIS_SET) + "/", f"{s3.bucket}/bases/photos-k10/", recursive=True)
+    s3.fs.put(str(STRATIFIED_SET) + "/", f"{s3.bucket}/bases/photos-k10/", recursive=True)
     remote, local = open_bases(s3.url("bases/photos-k10"), storage), open_bases(
-        DEFAULT_BASIS_SET)
+        STRATIFIED_SET)
     assert remote.record == local.record and len(remote.bases) == 10
     for a, b in zip(remote.bases, local.bases, strict=True):
         np.testing.assert_array_equal(a, b)
