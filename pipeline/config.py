@@ -394,6 +394,14 @@ def _build(cls: type, raw: Any, where: str, prefix: str):
         raise ConfigError(f"{where}: {prefix}{err}") from None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_value(value: Any, hint: Any, where: str, key: str) -> Any:
     """Check ``value`` against a field's type (int, float, str, Literal, Optional)."""
     is_union = typing.get_origin(hint) in (typing.Union, _UnionType)
@@ -405,6 +413,8 @@ def _check_value(value: Any, hint: Any, where: str, key: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str) and _is_number(value):
+            return float(value)  # YAML 1.1 reads 1e-9 (no dot) as a string
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if option is bool and isinstance(value, bool):

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--clusters", type=int, help="KMeans clusters (learn.clusters)")
     flags.add_argument("--budget", choices=["default", "converged"],
                        help="converged: every dictionary learns until it has converged on its "
-                       "validation images (learn.budget; about 1 h on 2 cores for 10 clusters)")
+                       "validation images (learn.budget; 31 min on 2 cores for 10 clusters and the "
+                       "control, 5 min for one basis)")
     flags.add_argument("--feature", choices=["dae", "highpass"], help="what the clusters "
                        "group: DAE latents or high-pass texture features (learn.feature)")
     flags.add_argument("--init", help="start each cluster's dictionary at random (random), "

@@ -92,6 +92,11 @@ def test_overrides_apply_and_are_checked():
         load_config("sample", ["store.dtype=int16"])
     with pytest.raises(ConfigError, match="must look like key=value"):
         load_config("sample", ["csc.lmbda"])
+    # YAML reads 1e-9 (no dot) as a string; a float field takes it as the number it is
+    assert load_config("photos", ["learn.dictionary.stop_tol=1e-9"]).learn.dictionary.stop_tol \
+        == 1e-9
+    with pytest.raises(ConfigError, match="csc.lmbda must be float, got 'small'"):
+        load_config("sample", ["csc.lmbda=small"])
 
 
 def test_typo_is_named_with_a_suggestion(tmp_path):
