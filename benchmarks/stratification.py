@@ -228,7 +228,9 @@ def measure(sets: Path, out: Path) -> None:
     published = REFERENCE / "basis" / "basis_64" / "64_p8_lm0.2.npy"
     if published.is_file():
         candidates["published basis_64"] = str(published)
-    done = json.loads(out.read_text())["results"] if out.is_file() else {}
+    earlier = json.loads(out.read_text())["results"] if out.is_file() else {}
+    done = {name: row for name, row in earlier.items()  # rows of sets still there
+            if name in candidates and "lmbda 0.2" in row}
     todo = [name for name in candidates if name not in done]
     with ProcessPoolExecutor(2) as pool:
         for row in pool.map(measure_set, todo, [candidates[n] for n in todo],
