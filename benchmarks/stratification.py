@@ -172,7 +172,6 @@ def measure_set(name: str, path: str, tiles: np.ndarray, seen: np.ndarray) -> di
 
     from pipeline.basis import open_bases
     from pipeline.csc import CSCOptions
-    from pipeline.quality import coding_quality
     from pipeline.stratified import assign_clusters, reconstruct_by_cluster
 
     torch.set_num_threads(1)
@@ -182,22 +181,13 @@ def measure_set(name: str, path: str, tiles: np.ndarray, seen: np.ndarray) -> di
     row = {"set": name, "clusters": len(bases.bases),
            "cluster_sizes": np.bincount(clusters, minlength=len(bases.bases)).tolist()}
     for lmbda in LAMBDAS:
-        values, density = np.zeros(len(tiles)), np.zeros(len(tiles))
-        for c in np.unique(clusters):
-            rows = clusters == c
-            quality = coding_quality(tiles[rows], bases.bases[c], CSCOptions(lmbda=lmbda))
-            values[rows], density[rows] = quality.psnr, quality.density
+        values, density = code_by_cluster(tiles, clusters, bases, CSCOptions(lmbda=lmbda))
         row[f"lmbda {lmbda:g}"] = {
-            "psnr": float(values.mean()), "psnr_se": float(values.std(ddof=1) /
-                                                           np.sqrt(len(values))),
+            "psnr": float(values.mean()), "psnr_se": standard_error(values),
             "density": float(density.mean()), "psnr_per_image": values.tolist(),
             "per_cluster_psnr": [float(values[clusters == c].mean()) if (clusters == c).any()
                                  else None for c in range(len(bases.bases))]}
-    values = np.zeros(len(seen))
-    seen_clusters = assign_clusters(seen, bases)
-    for c in np.unique(seen_clusters):
-        rows = seen_clusters == c
-        values[rows] = coding_quality(seen[rows], bases.bases[c], CSCOptions()).psnr
+    values, _ = code_by_cluster(seen, assign_clusters(seen, bases), bases, CSCOptions())
     row["training_scenes"] = {"psnr": float(values.mean()), "psnr_per_image": values.tolist()}
     pairs = published_pairs()
     if pairs is not None:
@@ -209,6 +199,29 @@ def measure_set(name: str, path: str, tiles: np.ndarray, seen: np.ndarray) -> di
                             "same_cluster": float(np.mean(c_clean == c_attacked))}
     row["seconds"] = time.perf_counter() - started
     return row
+
+
+def code_by_cluster(tiles: np.ndarray, clusters: np.ndarray, bases,
+                    options) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's PSNR and code density, coded with its own cluster's basis."""
+    from pipeline.quality import coding_quality
+
+    values, density = np.zeros(len(tiles)), np.zeros(len(tiles))
+    for c in np.unique(clusters):
+        rows = clusters == c
+        quality = coding_quality(tiles[rows], bases.bases[c], options)
+        values[rows], density[rows] = quality.psnr, quality.density
+    return values, density
+
+
+def standard_error(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def paired_gain(measured: dict, reference: dict) -> dict:
+    """Mean per-image PSNR difference from ``reference`` on the same tiles, with its SE."""
+    difference = np.subtract(measured["psnr_per_image"], reference["psnr_per_image"])
+    return {"db": float(difference.mean()), "se": standard_error(difference)}
 
 
 def at_density(row: dict, density: float) -> float:
@@ -242,14 +255,9 @@ def measure(sets: Path, out: Path) -> None:
     reference = done["k1"]["lmbda 0.2"]
     for row in done.values():
         row["psnr_at_k1_density"] = at_density(row, reference["density"])
-        difference = np.subtract(row["lmbda 0.2"]["psnr_per_image"], reference["psnr_per_image"])
-        row["gain_over_k1"] = {"db": float(difference.mean()),
-                               "se": float(difference.std(ddof=1) / np.sqrt(len(difference)))}
-        seen_gain = np.subtract(row["training_scenes"]["psnr_per_image"],
-                                done["k1"]["training_scenes"]["psnr_per_image"])
-        row["training_scenes"]["gain_over_k1"] = {
-            "db": float(seen_gain.mean()),
-            "se": float(seen_gain.std(ddof=1) / np.sqrt(len(seen_gain)))}
+        row["gain_over_k1"] = paired_gain(row["lmbda 0.2"], reference)
+        row["training_scenes"]["gain_over_k1"] = paired_gain(row["training_scenes"],
+                                                             done["k1"]["training_scenes"])
     _write(out, sets, names, done)
     plot(done, out.with_suffix(".png"))
     print("\n".join(table(done)))
