@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline import fused
 from pipeline.csc import CSCOptions, check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
@@ -335,14 +336,18 @@ class _Batch:
     u: torch.Tensor  # (B, M, H, W): the scaled dual variable
     rho: np.ndarray  # (B,) float32: each image's penalty
     k: np.ndarray  # (B,) int64: iterations done
+    z: torch.Tensor | None = None  # (B, M, H, W): rho (Y - U), the fused path's FFT input
 
     def take(self, rows: np.ndarray) -> _Batch:
         device_rows = torch.from_numpy(rows).to(self.y.device)
         return _Batch(self.index[rows], self.dsf[device_rows], self.y[device_rows],
-                      self.u[device_rows], self.rho[rows], self.k[rows])
+                      self.u[device_rows], self.rho[rows], self.k[rows],
+                      None if self.z is None else self.z[device_rows])
 
     def extend(self, other: _Batch) -> _Batch:
         def join(a, b):
+            if a is None:
+                return None
             return torch.cat([a, b]) if isinstance(a, torch.Tensor) else np.concatenate([a, b])
         return _Batch(*(join(getattr(self, f), getattr(other, f))
                         for f in _Batch.__dataclass_fields__))
@@ -357,6 +362,7 @@ def solve(
     batch_size: int = 1,
     auto_rho: AutoRho = CONVBPDN_AUTORHO,
     joint: bool = False,
+    fuse: bool | None = None,
 ):
     """Solve ConvBPDN for each ``(N, 3, H, W)`` high-pass image; yield images as they finish.
 
@@ -364,6 +370,10 @@ def solve(
     ConvBPDN does for a multi-image signal: the residuals are taken over the
     whole batch, all images share one penalty and stop together
     (``batch_size`` is then ``N``).
+
+    ``fuse`` runs the elementwise work between the FFTs as the fused loops
+    of :mod:`pipeline.fused` (default: on a CPU, where numba is installed);
+    ``False`` runs it as PyTorch operations, the reference and the GPU's path.
 
     Yields
     ------
@@ -377,6 +387,9 @@ def solve(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = len(high) if joint else batch_size
+    fuse = fused.AVAILABLE and high.device.type == "cpu" if fuse is None else fuse
+    if fuse and (not fused.AVAILABLE or high.device.type != "cpu"):
+        raise ValueError("the fused ADMM loops need numba and a CPU tensor")
     lmbda = np.float32(options.lmbda)
     xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0) if auto_rho.target is None
                     else auto_rho.target)  # sporco's residual target ratio
@@ -386,10 +399,11 @@ def solve(
         room = batch_size - (0 if batch is None else len(batch.index))
         if room and started < len(high):
             index = np.arange(started, min(started + room, len(high)))
-            fresh = _start(high[started:started + len(index)], index, spectrum, lmbda)
+            fresh = _start(high[started:started + len(index)], index, spectrum, lmbda, fuse)
             batch = fresh if batch is None else batch.extend(fresh)
             started += len(index)
-        r, s = _iterate(batch, spectrum, lmbda, xi, auto_rho, joint)
+        iterate = _iterate_fused if fuse else _iterate
+        r, s = iterate(batch, spectrum, lmbda, xi, auto_rho, joint)
         done = ((r < options.rel_stop_tol) & (s < options.rel_stop_tol))
         done |= batch.k >= options.max_iter
         if done.any():
@@ -399,14 +413,15 @@ def solve(
 
 
 def _start(high: torch.Tensor, index: np.ndarray, spectrum: DictionarySpectrum,
-           lmbda: np.float32) -> _Batch:
+           lmbda: np.float32, fuse: bool = False) -> _Batch:
     """ADMM's starting state for new images: Y = U = 0, rho = 50 lambda + 1."""
     n, m = len(high), spectrum.filters.shape[1]
     height, width = spectrum.shape
     dsf = torch.einsum("cmhw,bchw->bmhw", spectrum.filters.conj(), torch.fft.rfft2(high))
     zeros = high.new_zeros((n, m, height, width))
     rho = np.full(n, 50.0 * lmbda + 1.0, dtype=np.float32)
-    return _Batch(index, dsf, zeros, zeros.clone(), rho, np.zeros(n, dtype=np.int64))
+    return _Batch(index, dsf, zeros, zeros.clone(), rho, np.zeros(n, dtype=np.int64),
+                  zeros.clone() if fuse else None)
 
 
 def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32, xi: np.float32,
@@ -427,15 +442,42 @@ def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32, xi:
     u = torch.maximum(v, low).minimum(high)
     y = v.sub_(u)
     norms = torch.stack([_norm(x), _norm(y), _norm(u), _norm(x - y), _norm(y - y_prev)])
-    norms = norms.cpu().numpy()
-    if joint:  # the norm of the whole batch, for every row
-        norms = np.broadcast_to(np.sqrt(np.sum(norms**2, axis=1, keepdims=True)), norms.shape)
-    r, s = _residuals(*norms, batch.rho)
-    update = (batch.k != 0) & ((batch.k + 1) % auto_rho.period == 0)
-    factor = np.where(update, _penalty_factor(r, s, xi, auto_rho), np.float32(1))
+    r, s, factor = _penalty_update(norms.cpu().numpy(), batch, xi, auto_rho, joint)
     batch.y, batch.u = y, u.div_(_per_image(factor, u))
     batch.rho, batch.k = batch.rho * factor, batch.k + 1
     return r, s
+
+
+def _iterate_fused(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
+                   xi: np.float32, auto_rho: AutoRho, joint: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_iterate` with the work between the FFTs in :mod:`pipeline.fused`'s loops."""
+    b = torch.fft.rfft2(batch.z).add_(batch.dsf)
+    x = torch.fft.irfft2(_solve_x(b, _per_image(batch.rho, b), spectrum), s=spectrum.shape)
+    norms = np.empty((len(batch.index), 5))
+    fused.y_step(_rows(x), _rows(batch.y), _rows(batch.u), 1 / batch.rho, lmbda / batch.rho,
+                 RELAXATION, norms)
+    r, s, factor = _penalty_update(norms.T, batch, xi, auto_rho, joint)
+    fused.next_input(_rows(batch.y), _rows(batch.u), _rows(batch.z), batch.rho, factor)
+    batch.rho, batch.k = batch.rho * factor, batch.k + 1
+    return r, s
+
+
+def _rows(a: torch.Tensor) -> np.ndarray:
+    """A contiguous ``(B, ...)`` CPU tensor as a ``(B, n)`` NumPy view (no copy)."""
+    return a.view(len(a), -1).numpy()
+
+
+def _penalty_update(norms: np.ndarray, batch: _Batch, xi: np.float32, auto_rho: AutoRho,
+                    joint: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(r, s) from the ``(5, B)`` norms ``|X|, |Y|, |U|, |X - Y|, |Y - Y_prev|``; rho's factor.
+
+    ``joint``: the norms are summed over the whole batch (every row gets the same r, s).
+    """
+    if joint:
+        norms = np.broadcast_to(np.sqrt(np.sum(norms**2, axis=1, keepdims=True)), norms.shape)
+    r, s = _residuals(*norms, batch.rho)
+    update = (batch.k != 0) & ((batch.k + 1) % auto_rho.period == 0)
+    return r, s, np.where(update, _penalty_factor(r, s, xi, auto_rho), np.float32(1))
 
 
 def _per_image(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:

@@ -114,3 +114,38 @@ def test_devices():
             batched.resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
         batched.resolve_device("tpu")
+
+
+@pytest.mark.parametrize(("joint", "batch_size"), [(False, 1), (False, 3), (True, 4)])
+def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch_size):
+    """The CPU's fused elementwise loops and the PyTorch operations: same iterations, same codes."""
+    basis = load_basis(DEFAULT_BASIS)
+    options = CSCOptions()
+    images = torch.from_numpy(mixed_images[[14, 4, 0, 2]]).permute(0, 3, 1, 2).contiguous()
+    _, high = batched.split_low_high(images, lmbda=options.filter_lmbda, pad=options.pad)
+    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]))
+
+    def codes(fuse):
+        solved = batched.solve(high, spectrum, options, batch_size=batch_size, joint=joint,
+                               fuse=fuse)
+        return {int(i): (y, int(k)) for rows, ys, ks in solved
+                for i, y, k in zip(rows, ys, ks, strict=True)}
+
+    reference, fused = codes(False), codes(True)
+    assert sorted(fused) == [0, 1, 2, 3]
+    for i in range(4):
+        assert fused[i][1] == reference[i][1]
+        scale = float(reference[i][0].abs().max())
+        assert float((fused[i][0] - reference[i][0]).abs().max()) <= 1e-4 * scale
+    if not joint:
+        assert len({k for _, k in fused.values()}) == 4  # each image stopped on its own test
+
+
+def test_fused_loops_are_installed_and_cpu_only():
+    assert batched.fused.AVAILABLE  # numba is a dependency: the CPU runs the fused loops
+    if not torch.cuda.is_available():
+        return
+    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32), (8, 8), "cuda")
+    with pytest.raises(ValueError, match="need numba and a CPU tensor"):
+        next(batched.solve(torch.rand((1, 3, 8, 8), device="cuda"), spectrum, CSCOptions(),
+                           fuse=True))
