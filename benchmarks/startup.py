@@ -13,9 +13,12 @@ Besides the whole time, each run records when the command printed its
 dashboard link (the LocalCluster is up and set) and its summary (the flow is
 done), from the lines of its output as they arrive.
 
+``--variant NAME=ARGS`` runs the first tree again with more arguments.
+
 Usage::
 
     python benchmarks/startup.py --tree before=/tmp/before --tree after=. [--runs 5]
+    python benchmarks/startup.py --tree processes=. --variant threads='--local-workers threads'
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -36,13 +40,13 @@ HERE = Path(__file__).resolve().parent
 CONFIG = "dataset:\n  source: photos\n  count: 8\n  image_size: 64\n"
 
 
-def one_run(tree: Path, config: Path, out: Path) -> dict:
+def one_run(tree: Path, config: Path, out: Path, extra: tuple[str, ...] = ()) -> dict:
     """Start the command, note when its lines come, wait for it; seconds from the start."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.reconstruct", str(config), "--out", str(out),
-         "--overwrite", "--dashboard-address", "127.0.0.1:0"],
+         "--overwrite", "--dashboard-address", "127.0.0.1:0", *extra],
         cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     marks: dict[str, float] = {}
 
@@ -69,6 +73,9 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, metavar="NAME=FOLDER",
                         help="a source tree to run, e.g. before=/tmp/before (repeatable; the "
                         "first is the baseline)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
+                        help="the first tree again, with these arguments added, e.g. "
+                        "threads='--local-workers threads' (repeatable)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each tree")
     parser.add_argument("--config", type=Path,
                         help="a YAML config to run instead of the 8 photo tiles")
@@ -77,18 +84,23 @@ def main() -> None:
     trees = {}
     for item in args.tree:
         name, _, folder = item.partition("=")
-        trees[name] = Path(folder).resolve()
+        trees[name] = (Path(folder).resolve(), ())
+    first = next(iter(trees.values()))[0]
+    for item in args.variant:
+        name, _, extra = item.partition("=")
+        trees[name] = (first, tuple(shlex.split(extra)))
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
         config = args.config.resolve() if args.config else Path(tmp) / "eight.yaml"
         if not args.config:
             config.write_text(CONFIG)
-        for tree in trees.values():  # once each, unrecorded: files into the page cache
-            one_run(tree, config, Path(tmp) / "warm.zarr")
+        for tree, extra in trees.values():  # once each, unrecorded: into the page cache
+            one_run(tree, config, Path(tmp) / "warm.zarr", extra)
         for round_ in range(args.runs):
             order = list(trees) if round_ % 2 == 0 else list(trees)[::-1]
             for name in order:
-                runs[name].append(one_run(trees[name], config, Path(tmp) / f"{name}.zarr"))
+                runs[name].append(one_run(trees[name][0], config, Path(tmp) / f"{name}.zarr",
+                                          trees[name][1]))
                 print(name, json.dumps({k: round(v, 2) for k, v in runs[name][-1].items()}),
                       flush=True)
     baseline = next(iter(trees))
@@ -102,7 +114,8 @@ def main() -> None:
                   zip(rows, runs[baseline], strict=True)]
         summary[name]["wall_ratio_to_" + baseline] = statistics.median(ratios)
         summary[name]["wall_ratios"] = ratios
-    results = {"machine": machine(), "trees": {k: str(v) for k, v in trees.items()},
+    results = {"machine": machine(),
+               "trees": {k: " ".join([str(v[0]), *v[1]]) for k, v in trees.items()},
                "config": args.config.read_text() if args.config else CONFIG, "runs": runs,
                "median": summary}
     args.out.write_text(json.dumps(results, indent=1) + "\n")

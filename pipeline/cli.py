@@ -71,6 +71,10 @@ class Job:
         The most tasks the job can run at once (e.g. the images it has to
         do): a LocalCluster started for it has no more worker processes
         than this, since each costs a few seconds to start.  None: no limit.
+    small : bool
+        The job's work takes about as long as starting worker processes (a
+        few seconds): with ``--local-workers auto`` its LocalCluster's
+        workers are threads in the command's process, which start at once.
     """
 
     run: Callable[[Any, StopRequested], int]
@@ -78,6 +82,7 @@ class Job:
     kept: str
     stopping: str = "the work in hand"
     parallel: int | None = None
+    small: bool = False
 
 
 def command_parser(prog: str, description: str, *, config_help: str,
@@ -85,8 +90,8 @@ def command_parser(prog: str, description: str, *, config_help: str,
     """A parser with the arguments every command takes.
 
     The config (a shipped config's name or a YAML path), ``--set KEY=VALUE``,
-    ``--print-config``, the runtime's ``--scheduler``, ``--workers`` and
-    ``--dashboard-address``, ``-v``/``-q`` and ``--version``.
+    ``--print-config``, the runtime's ``--scheduler``, ``--workers``,
+    ``--local-workers`` and ``--dashboard-address``, ``-v``/``-q`` and ``--version``.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("config", nargs="?", default=default_config, help=config_help)
@@ -100,6 +105,10 @@ def command_parser(prog: str, description: str, *, config_help: str,
                         "(default: a LocalCluster on this machine)")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes "
                         "(default: one per core, no more than the job can use)")
+    parser.add_argument("--local-workers", choices=("auto", "processes", "threads"),
+                        default="auto", help="the LocalCluster's workers: processes, threads "
+                        "in this process, or auto: threads for a small job, which would "
+                        "otherwise wait seconds for processes to start (default: %(default)s)")
     parser.add_argument("--dashboard-address", default=DEFAULT_DASHBOARD,
                         help="LocalCluster dashboard address (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -161,8 +170,9 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 def _run_on_runtime(job: Job, args: argparse.Namespace) -> int:
     with stop_after_work_in_hand(job.stopping) as stop_requested:
+        threads = args.local_workers == "threads" or (args.local_workers == "auto" and job.small)
         client = connect(args.scheduler, n_workers=args.workers or local_workers(job),
-                         dashboard_address=args.dashboard_address)
+                         dashboard_address=args.dashboard_address, processes=not threads)
         try:
             return job.run(client, stop_requested)
         finally:

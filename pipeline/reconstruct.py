@@ -29,6 +29,12 @@ from pipeline.store import export_images, open_group
 
 log = logging.getLogger("pipeline.reconstruct")
 
+#: Data sets of at most this many images run on a LocalCluster of threads in the
+#: command's process (``--local-workers auto``): worker processes take seconds to
+#: start, each importing PyTorch.  8 photo tiles took 0.56x the whole time of
+#: worker processes, 64 tiles 0.75x, 256 tiles 0.83x (benchmarks/README.md).
+SMALL_JOB_IMAGES = 64
+
 #: Flags that set a config key.
 SHORTCUTS = {"out": "store.path", "basis": "basis", "export": "export"}
 
@@ -80,7 +86,8 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
         "run the same command again to resume",
         stopping="the images being reconstructed",
         # At most one task per image (per shard): no more workers than that.
-        parallel=-(-len(dataset) // config.store.images_per_shard))
+        parallel=-(-len(dataset) // config.store.images_per_shard),
+        small=len(dataset) <= SMALL_JOB_IMAGES)
 
 
 def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argparse.Namespace,

@@ -118,7 +118,8 @@ def connect(
         every interface, so the default here is localhost; pass
         ``0.0.0.0:8787`` to share it on purpose.
     processes : bool
-        Worker processes (True) or threads in this process (False, for tests).
+        Worker processes (True) or threads in this process (False: a small
+        job, which would wait longer for processes to start than it works).
     """
     if address:
         try:
@@ -142,8 +143,16 @@ def connect(
         if processes:
             client.register_plugin(IgnoreInterrupts())
     client.register_plugin(SolverThreads())
-    log.info("Dask dashboard: %s", client.dashboard_link)
+    log.info("Dask dashboard: %s (%s)", client.dashboard_link,
+             f"scheduler {address}" if address else _describe_local(client, processes))
     return client
+
+
+def _describe_local(client: Client, processes: bool) -> str:
+    workers = len(client.cluster.workers)
+    if processes:
+        return f"LocalCluster of {workers} worker process{'es' if workers != 1 else ''}"
+    return f"LocalCluster of {workers} worker thread{'s' if workers != 1 else ''} in this process"
 
 
 def local_cluster_config() -> dict:

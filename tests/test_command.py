@@ -1,7 +1,8 @@
-"""`python -m pipeline.reconstruct` end to end: real worker processes, real stores.
+"""`python -m pipeline.reconstruct` end to end: real LocalClusters, real stores.
 
-These start a LocalCluster of two worker processes per run, so they are
-marked slow; CI runs them.
+These start a LocalCluster of two workers per run (threads in the command's
+process for these small data sets, worker processes where asked), so they
+are marked slow; CI runs them.
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ def test_killed_run_resumes_to_the_same_array(photos, tmp_path):
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], expected)
 
 
+def test_a_small_job_runs_on_threads_and_writes_what_processes_write(photos, tmp_path):
+    config = write_config(tmp_path, photos, DEFAULT_BASIS, max_iter=20)
+    said = {}
+    for kind in ("auto", "processes"):
+        process = command(str(config), "--out", str(tmp_path / f"{kind}.zarr"),
+                          "--local-workers", kind, cwd=tmp_path)
+        said[kind] = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, said[kind]
+    assert "(LocalCluster of 2 worker threads in this process)" in said["auto"]
+    assert "(LocalCluster of 2 worker processes)" in said["processes"]
+    threads, processes = (zarr.open_group(tmp_path / f"{kind}.zarr", mode="r")["images"][:]
+                          for kind in ("auto", "processes"))
+    np.testing.assert_array_equal(threads, processes)
+
+
 def test_runs_on_an_existing_scheduler(photos, tmp_path, capsys):
     from distributed import LocalCluster
 
@@ -108,6 +124,7 @@ def test_runs_on_an_existing_scheduler(photos, tmp_path, capsys):
         assert len(cluster.workers) == 1  # the command left the cluster it was given alone
     err = capsys.readouterr().err
     assert "Dask dashboard: http://127.0.0.1:" in err and "12 of 12 images done" in err
+    assert f"(scheduler {cluster.scheduler_address})" in err
     assert zarr.open_group(tmp_path / "photos.zarr", mode="r")["done"][:].all()
 
 
