@@ -96,6 +96,19 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
         "command": command,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_per_image(result, rows, columns, out / "correct.json")
+
+
+def write_per_image(result: Evaluation, rows: list[str], columns: list[str], path: Path) -> None:
+    """correct.json: each cell's 0/1 per image, so that two rows can be compared pairwise.
+
+    Oblivious cells hold every test image; adaptive cells the images at
+    ``adaptive_images`` (positions among the test images), in that order.
+    """
+    correct = {row: {column: np.asarray(result.correct[row, column]).astype(int).tolist()
+                     for column in columns if (row, column) in result.correct} for row in rows}
+    path.write_text(json.dumps({"adaptive_images": np.asarray(result.adaptive_images).tolist(),
+                                "correct": correct}) + "\n")
 
 
 def report_markdown(cells: list[dict], rows: list[str], columns: list[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -164,6 +165,11 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     assert "sanity checks passed" in report or "sanity checks failed" in report
     for check in checks:  # a failed check is printed as a warning, not dropped
         assert f"{'ok' if check.ok else 'WARNING'}: {check.text}" in report
+    per_image = json.loads((tmp_path / "correct.json").read_text())
+    assert per_image["adaptive_images"] == np.asarray(result.adaptive_images).tolist()
+    for row in rows:  # every cell, image by image
+        for column, values in per_image["correct"][row].items():
+            assert values == result.correct[row, column].astype(int).tolist()
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     oblivious = len([c for c in columns if c.split()[0] not in ("BPDA-PGD", "BPDA+APGD",
                                                                 "worst")])
