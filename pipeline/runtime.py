@@ -129,19 +129,25 @@ def connect(
                 f"cannot reach the Dask scheduler at {address} ({err}); is it running, "
                 "and is the address (tcp://host:port) right?") from None
     else:
-        # Threaded workers talk in-process; worker processes listen on localhost only.
-        listen = {"host": "127.0.0.1"} if processes else {}
+        # Scheduler and workers listen on localhost only, threads as well as processes
+        # (in-process transport would make the dashboard link name this machine's address).
         with dask.config.set(local_cluster_config()):
             cluster = LocalCluster(
                 n_workers=n_workers or os.cpu_count() or 1,
                 threads_per_worker=1,
                 processes=processes,
                 dashboard_address=dashboard_address,
-                **listen,
+                host="127.0.0.1",
+                protocol="tcp://",
             )
         client = Client(cluster)
         if processes:
             client.register_plugin(IgnoreInterrupts())
+        elif not log.isEnabledFor(logging.DEBUG):
+            # A failed task is the command's to report, in one sentence (its traceback
+            # under -v); a worker thread would log it here too, traceback and all.
+            for name in ("distributed.worker", "distributed.worker_state_machine"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
     client.register_plugin(SolverThreads())
     log.info("Dask dashboard: %s (%s)", client.dashboard_link,
              f"scheduler {address}" if address else _describe_local(client, processes))
