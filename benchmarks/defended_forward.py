@@ -6,7 +6,10 @@ reconstruction passes.  Measures :class:`evaluation.defense.CSCDefense` (the
 batched PyTorch solver, one thread, as on a worker) on the scenes task's
 32x32 test patches, with the one-basis and the 10-cluster sets, for several
 solver batch sizes, clean and under a PGD perturbation (an attacked image can
-take more ADMM iterations), and writes ``results_defended_forward.json``.
+take more ADMM iterations), on the solver's two CPU paths (the fused numba
+loops, the default, and the PyTorch operations, by switching
+``pipeline.fused.AVAILABLE`` off in this process), and writes
+``results_defended_forward.json``.
 Usage::
 
     python benchmarks/defended_forward.py [--images 100]
@@ -26,6 +29,7 @@ import torch
 from evaluation.classifier import to_tensor
 from evaluation.defense import CSCDefense
 from evaluation.tasks import scenes
+from pipeline import fused
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
 
 HERE = Path(__file__).resolve().parent
@@ -56,13 +60,15 @@ def main() -> None:
         bases = open_bases(path)
         for batch_size in (1, 8, 32):
             defense = CSCDefense(bases, batch_size=batch_size, device="cpu")
-            defense(clean[:2])  # warm-up: FFT plans, the spectrum cache
-            for kind, x in (("clean", clean), ("signed noise 8/255", attacked)):
-                rate = images_per_second(defense, x)
-                rows.append({"bases": name, "batch_size": batch_size, "images": kind,
-                             "images_per_second": round(rate, 1)})
-                print(f"{name:12s} batch {batch_size:3d} {kind:20s} {rate:6.1f} images/s",
-                      flush=True)
+            for path, numba_loops in (("PyTorch", False), ("fused", True)):
+                fused.AVAILABLE = numba_loops  # the solver's default path in this process
+                defense(clean[:2])  # warm-up: FFT plans, the spectrum cache, numba's cache
+                for kind, x in (("clean", clean), ("signed noise 8/255", attacked)):
+                    rate = images_per_second(defense, x)
+                    rows.append({"bases": name, "batch_size": batch_size, "path": path,
+                                 "images": kind, "images_per_second": round(rate, 1)})
+                    print(f"{name:12s} batch {batch_size:3d} {path:8s} {kind:20s} "
+                          f"{rate:6.1f} images/s", flush=True)
     result = {"machine": platform.processor() or platform.machine(),
               "torch": torch.__version__, "threads": 1, "image_size": 32,
               "images": len(clean), "rows": rows}

@@ -6,7 +6,9 @@ mini-batch) with:
 
 - sporco's ``OnlineConvBPDNDictLearn`` in this process, with sporco's own
   FFT settings (as many pyfftw threads as cores);
-- ``pipeline.online_cdl.OnlineLearner`` in this process, one PyTorch thread;
+- ``pipeline.online_cdl.OnlineLearner`` in this process, one PyTorch thread,
+  with the solver's fused CPU loops (the default) and with its PyTorch
+  operations (``pipeline.fused.AVAILABLE`` switched off in this process);
 - the learner on a LocalCluster of 1 worker and of 2 workers (one thread
   each), one learning task per worker as the learn flow runs one per cluster.
 
@@ -29,6 +31,7 @@ import sporco
 import torch
 from sporco.dictlrn import onlinecdl
 
+from pipeline import fused
 from pipeline.csc import CDLOptions
 from pipeline.datasets import photo_tiles
 from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
@@ -92,7 +95,11 @@ def main() -> None:
     images = tiles(256)
     ours(images, options, 1)  # warm-up: imports, FFT plans
     per_step = options.batch_size * args.steps
+    fused.AVAILABLE = False  # the solver's PyTorch path, in this process only
+    pytorch_path = ours(images, options, args.steps)
+    fused.AVAILABLE = True
     seconds = {"sporco (this process)": theirs(images, options, args.steps),
+               "ours, PyTorch path (this process, 1 thread)": pytorch_path,
                "ours (this process, 1 thread)": ours(images, options, args.steps),
                "ours, 1 worker": on_workers(images, options, args.steps, 1),
                "ours, 2 workers": on_workers(images, options, args.steps, 2)}
