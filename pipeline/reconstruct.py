@@ -31,8 +31,9 @@ log = logging.getLogger("pipeline.reconstruct")
 
 #: Data sets of at most this many images run on a LocalCluster of threads in the
 #: command's process (``--local-workers auto``): worker processes take seconds to
-#: start, each importing PyTorch.  8 photo tiles took 0.56x the whole time of
-#: worker processes, 64 tiles 0.75x, 256 tiles 0.83x (benchmarks/README.md).
+#: start, each importing PyTorch, and far longer when other work shares the cores.
+#: 8 photo tiles: 0.95x the whole time of worker processes on a quiet machine,
+#: 0.56x on a busy one; 64 tiles 0.98x and 0.75x (benchmarks/README.md).
 SMALL_JOB_IMAGES = 64
 
 #: Flags that set a config key.
