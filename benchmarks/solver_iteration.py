@@ -5,7 +5,8 @@ two paths interleaved so that a noisy machine moves both alike:
 
 1. milliseconds per iteration at 64x64 and 224x224 (64 filters of 8x8):
    the whole iteration on each path, and its parts (the two FFTs, the
-   X-step, the work in space);
+   X-step, the work in space), and an X-step written as loops over the real
+   and imaginary parts, tried and not used;
 2. whole solves of a few photo tiles or photographs to convergence, images
    per second on each path, and their ADMM iteration counts (the spread that
    made finished images leave the batch);
@@ -61,8 +62,11 @@ def bytes_per_iteration(n_filters: int, size: int) -> dict:
                    + 7 * real  # five norms
                    + 2 * real)  # U /= f
     fused_space = 5 * real + 4 * real  # y_step, next_input
-    return {"torch": ffts + x_step + torch_space, "fused": ffts + x_step + fused_space,
-            "ffts": ffts, "x_step": x_step}
+    # fused.x_step, from memory: b and D^H s in, W and W swapped (3 maps each) in, b out;
+    # its second pass over a block of b and W reads them from cache.
+    fused_x_step = cplx + cplx + 6 * cplx + cplx
+    return {"torch": ffts + x_step + torch_space, "fused": ffts + fused_x_step + fused_space,
+            "ffts": ffts, "x_step_torch": x_step, "x_step_fused": fused_x_step}
 
 
 def copy_bandwidth(n_bytes: int, repeats: int) -> float:
@@ -89,7 +93,10 @@ def started_batch(image: np.ndarray, spectrum, fuse: bool, warm: int = 10):
 
 
 def x_step_loops(b, dsf, w, eigenvalues, rho):  # pragma: no cover (compiled by numba)
-    """The X-step as numba loops, tried against PyTorch's (not used by the solver).
+    """The X-step as numba loops over real and imaginary parts: tried, not used.
+
+    It does not vectorise (``pipeline.fused.x_step``, over the pairs as they
+    lie, does).
 
     ``b, dsf``: (B, M, F, 2) float32 (complex as real pairs), ``w``: (3, M, F, 2),
     ``eigenvalues``: (3, F), ``rho``: (B,).  Frequencies in blocks of 128, so that
@@ -170,7 +177,10 @@ def per_iteration(image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
                                                             batched.CONVBPDN_AUTORHO, False),
         "forward FFT": lambda: torch.fft.rfft2(s.z),
         "X-step (with + D^H s)": lambda: batched._solve_x(b.clone().add_(s.dsf), rho, spectrum),
-        "X-step as numba loops (tried)": lambda: loops(
+        "X-step, fused": lambda: fused.x_step(
+            batched._pairs(b.clone()), batched._pairs(s.dsf), batched._pairs(spectrum.w),
+            spectrum.w_swapped.numpy(), eigenvalues, s.rho),
+        "X-step as numba loops on (re, im) (tried)": lambda: loops(
             pairs["b"].copy(), pairs["dsf"], pairs["w"], eigenvalues, s.rho),
         "inverse FFT": lambda: torch.fft.irfft2(b, s=(size, size)),
         "space, PyTorch": torch_space,

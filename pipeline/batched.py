@@ -104,6 +104,9 @@ class DictionarySpectrum:
         ``e`` of ``D D^H = V diag(e) V^H`` per frequency, >= 0.
     shape : (int, int)
         The image size ``(H, W)``.
+    w_swapped : (3, M, 2 H (W//2 + 1)) float32 tensor, or None
+        ``W`` as (imaginary, real) pairs, for the CPU's fused X-step
+        (:func:`pipeline.fused.x_step`); None on a GPU.
     """
 
     filters: torch.Tensor
@@ -111,6 +114,7 @@ class DictionarySpectrum:
     w_conj: torch.Tensor
     eigenvalues: torch.Tensor
     shape: tuple[int, int]
+    w_swapped: torch.Tensor | None = None
 
 
 def dictionary_spectrum(
@@ -127,12 +131,18 @@ def dictionary_spectrum(
     gram = per_frequency @ per_frequency.conj().transpose(-1, -2)
     eigenvalues, vectors = torch.linalg.eigh(gram)
     w = (vectors.conj().transpose(-1, -2) @ per_frequency).permute(2, 3, 0, 1)
+    w = w.to(device, torch.complex64).contiguous()
+    swapped = None
+    if torch.device(device).type == "cpu":
+        swapped = torch.view_as_real(w).flip(-1).reshape(3, w.shape[1], -1).contiguous()
     return DictionarySpectrum(
         filters=filters.to(device, torch.complex64).contiguous(),
-        w=w.to(device, torch.complex64).contiguous(),
-        w_conj=w.conj().to(device, torch.complex64).resolve_conj().contiguous(),
-        eigenvalues=eigenvalues.permute(2, 0, 1).clamp_min(0).to(device, torch.float32),
+        w=w,
+        w_conj=w.conj().resolve_conj().contiguous(),
+        eigenvalues=eigenvalues.permute(2, 0, 1).clamp_min(0).to(device, torch.float32)
+        .contiguous(),
         shape=(height, width),
+        w_swapped=swapped,
     )
 
 
@@ -156,7 +166,8 @@ def cached_spectrum(basis: np.ndarray, shape: tuple[int, int],
     spectrum = dictionary_spectrum(basis, shape, device)
     _spectra[key] = spectrum
     size = sum(t.numel() * t.element_size() for t in
-               (spectrum.filters, spectrum.w, spectrum.w_conj, spectrum.eigenvalues))
+               (spectrum.filters, spectrum.w, spectrum.w_conj, spectrum.eigenvalues,
+                spectrum.w_swapped) if t is not None)
     while len(_spectra) > 1 and len(_spectra) * size > SPECTRUM_CACHE_BYTES:
         _spectra.popitem(last=False)
     return spectrum
@@ -418,6 +429,7 @@ def _start(high: torch.Tensor, index: np.ndarray, spectrum: DictionarySpectrum,
     n, m = len(high), spectrum.filters.shape[1]
     height, width = spectrum.shape
     dsf = torch.einsum("cmhw,bchw->bmhw", spectrum.filters.conj(), torch.fft.rfft2(high))
+    dsf = dsf.contiguous()  # the fused loops read it as flat pairs
     zeros = high.new_zeros((n, m, height, width))
     rho = np.full(n, 50.0 * lmbda + 1.0, dtype=np.float32)
     return _Batch(index, dsf, zeros, zeros.clone(), rho, np.zeros(n, dtype=np.int64),
@@ -451,8 +463,10 @@ def _iterate(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32, xi:
 def _iterate_fused(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
                    xi: np.float32, auto_rho: AutoRho, joint: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_iterate` with the work between the FFTs in :mod:`pipeline.fused`'s loops."""
-    b = torch.fft.rfft2(batch.z).add_(batch.dsf)
-    x = torch.fft.irfft2(_solve_x(b, _per_image(batch.rho, b), spectrum), s=spectrum.shape)
+    b = torch.fft.rfft2(batch.z)
+    fused.x_step(_pairs(b), _pairs(batch.dsf), _pairs(spectrum.w), spectrum.w_swapped.numpy(),
+                 _rows(spectrum.eigenvalues), batch.rho)
+    x = torch.fft.irfft2(b, s=spectrum.shape)
     norms = np.empty((len(batch.index), 5))
     fused.y_step(_rows(x), _rows(batch.y), _rows(batch.u), 1 / batch.rho, lmbda / batch.rho,
                  RELAXATION, norms)
@@ -460,6 +474,11 @@ def _iterate_fused(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float3
     fused.next_input(_rows(batch.y), _rows(batch.u), _rows(batch.z), batch.rho, factor)
     batch.rho, batch.k = batch.rho * factor, batch.k + 1
     return r, s
+
+
+def _pairs(a: torch.Tensor) -> np.ndarray:
+    """A contiguous complex ``(B, M, ...)`` CPU tensor as ``(B, M, 2n)`` float32 pairs (no copy)."""
+    return torch.view_as_real(a).view(a.shape[0], a.shape[1], -1).numpy()
 
 
 def _rows(a: torch.Tensor) -> np.ndarray:

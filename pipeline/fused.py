@@ -1,19 +1,25 @@
-"""One ADMM iteration's elementwise work in two fused loops (CPU, numba).
+"""One ADMM iteration's work between its two FFTs as three fused loops (CPU, numba).
 
 :func:`pipeline.batched.solve` spends each iteration in two FFTs, the
 X-step's per-frequency products and, in space, some fifteen separate
-PyTorch operations, each a pass over ``B x M x H x W`` numbers, with a
-call's overhead each.  Here the work in space is two loops that read and
-write each array once:
+PyTorch operations, each a pass over ``B x M x H x W`` numbers (and, in the
+X-step, a temporary per colour), with a call's overhead each.  Here that
+work is three loops that read each array once or twice, from cache where
+they can:
 
-1. :func:`y_step`: the relaxed soft threshold, the dual step and the five
+1. :func:`x_step`: ``b + D^H s``, then the Woodbury solve at every
+   frequency, in blocks of frequencies small enough that the second pass
+   over ``b`` and ``W`` finds them in cache;
+2. :func:`y_step`: the relaxed soft threshold, the dual step and the five
    norms of the residuals;
-2. :func:`next_input`: ``rho' (Y - U / f)``, the next FFT's input, and the
+3. :func:`next_input`: ``rho' (Y - U / f)``, the next FFT's input, and the
    dual rescaled by the penalty factor ``f``.
 
-The X-step stays in PyTorch: written as numba loops (complex or as real
-pairs, blocked by frequency) or compiled by ``torch.compile`` it measured
-slower than PyTorch's own (``benchmarks/README.md``).
+Complex numbers are handled as the interleaved (real, imaginary) float32
+pairs that the FFT writes, with ``W`` stored twice, as pairs and with each
+pair swapped: every product is then elementwise over contiguous floats,
+which vectorises (numba's complex type, or real and imaginary parts picked
+out of the pairs, does not).
 
 The maths is :func:`pipeline.batched._iterate`'s, which stays the reference
 and the path on a GPU; the two give the same iteration counts and codes to
@@ -54,6 +60,75 @@ def _compiled(function=None, *, reassociate: bool = False):
         return compiled(*args)
 
     return run
+
+
+@_compiled(reassociate=True)
+def x_step(b, dsf, w, w_swapped, eigenvalues, rho):
+    """``rho x`` of the X-step ``(rho I + D^H D) x = b + D^H s``, in place in ``b``.
+
+    By Woodbury, per frequency: ``t = W (b + D^H s) / (rho + e)`` (3 values),
+    then ``b + D^H s - W^H t``.  With ``b = (br, bi)`` and ``W = (wr, wi)`` as
+    pairs, ``a = sum_m W * b`` (pairwise) holds ``(sum wr br, sum wi bi)`` and
+    ``c = sum_m W_swapped * b`` holds ``(sum wi br, sum wr bi)``, so
+    ``t = (a0 - a1, c0 + c1) / (rho + e)``; the update subtracts
+    ``W * (tr, -tr) + W_swapped * (ti, ti)``.
+
+    Parameters
+    ----------
+    b : (B, M, 2F) float32
+        On entry the FFT of ``rho (Y - U)`` (F frequencies as pairs); on exit
+        the transform of ``rho x``.
+    dsf : (B, M, 2F) float32
+        ``D^H s`` of each image.
+    w, w_swapped : (3, M, 2F) float32
+        ``W = V^H D`` per frequency as pairs, and with each pair swapped.
+    eigenvalues : (3, F) float32
+        ``e`` of ``D D^H`` per frequency.
+    rho : (B,) float32
+        Each image's penalty.
+    """
+    block = 256  # floats: 128 frequencies, so that a block of b and W stays in cache
+    n_images, n_filters, n_floats = b.shape
+    a = np.empty((3, block), np.float32)
+    c = np.empty((3, block), np.float32)
+    t_pairs = np.empty((3, block), np.float32)
+    t_swapped = np.empty((3, block), np.float32)
+    for i in range(n_images):
+        for start in range(0, n_floats, block):
+            n = min(block, n_floats - start)
+            a[:] = 0
+            c[:] = 0
+            for m in range(n_filters):
+                bm = b[i, m, start:start + n]
+                dm = dsf[i, m, start:start + n]
+                for j in range(n):
+                    bm[j] += dm[j]
+                for d in range(3):
+                    wd = w[d, m, start:start + n]
+                    sd = w_swapped[d, m, start:start + n]
+                    ad = a[d]
+                    cd = c[d]
+                    for j in range(n):
+                        ad[j] += wd[j] * bm[j]
+                        cd[j] += sd[j] * bm[j]
+            for d in range(3):
+                for k in range(n // 2):
+                    scale = np.float32(1.0) / (rho[i] + eigenvalues[d, start // 2 + k])
+                    t_re = (a[d, 2 * k] - a[d, 2 * k + 1]) * scale
+                    t_im = (c[d, 2 * k] + c[d, 2 * k + 1]) * scale
+                    t_pairs[d, 2 * k] = t_re
+                    t_pairs[d, 2 * k + 1] = -t_re
+                    t_swapped[d, 2 * k] = t_im
+                    t_swapped[d, 2 * k + 1] = t_im
+            for m in range(n_filters):
+                bm = b[i, m, start:start + n]
+                for d in range(3):
+                    wd = w[d, m, start:start + n]
+                    sd = w_swapped[d, m, start:start + n]
+                    td = t_pairs[d]
+                    tsd = t_swapped[d]
+                    for j in range(n):
+                        bm[j] -= wd[j] * td[j] + sd[j] * tsd[j]
 
 
 @_compiled(reassociate=True)
