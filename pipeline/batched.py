@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import fused
+from pipeline import fused, fused_gpu
 from pipeline.csc import CSCOptions, check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
@@ -272,19 +272,20 @@ def reconstruct_and_count(
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     keep_spectrum: bool = True,
+    fuse: bool | None = None,
 ) -> Coded:
     """:func:`reconstruct_batch`, and how each image's code fits and uses the filters.
 
     ``keep_spectrum=False`` leaves the dictionary's transforms out of the
     process's cache (:func:`cached_spectrum`): for a dictionary that is
-    about to change, such as one being learned.
+    about to change, such as one being learned.  ``fuse`` as in :func:`solve`.
     """
     return _reconstruct(images, basis, options, batch_size, device, measure=True,
-                        keep_spectrum=keep_spectrum)
+                        keep_spectrum=keep_spectrum, fuse=fuse)
 
 
 def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
-                 keep_spectrum: bool = True) -> Coded:
+                 keep_spectrum: bool = True, fuse: bool | None = None) -> Coded:
     check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
@@ -296,7 +297,8 @@ def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
     result = low  # the coded high-pass parts are added in place
     n_iter, objective = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))
     usage = np.zeros((len(images), basis.shape[-1]))
-    for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size):
+    for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size,
+                                                 fuse=fuse):
         rows = torch.from_numpy(index).to(device)
         coded = synthesize(coefficients, spectrum)
         result[rows] += coded
@@ -382,9 +384,10 @@ def solve(
     whole batch, all images share one penalty and stop together
     (``batch_size`` is then ``N``).
 
-    ``fuse`` runs the elementwise work between the FFTs as the fused loops
-    of :mod:`pipeline.fused` (default: on a CPU, where numba is installed);
-    ``False`` runs it as PyTorch operations, the reference and the GPU's path.
+    ``fuse`` runs the elementwise work between the FFTs as fused loops:
+    :mod:`pipeline.fused` on a CPU (numba), :mod:`pipeline.fused_gpu` on a
+    GPU (Triton); by default wherever they are installed.  ``False`` runs
+    it as PyTorch operations, the reference.
 
     Yields
     ------
@@ -398,9 +401,12 @@ def solve(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = len(high) if joint else batch_size
-    fuse = fused.AVAILABLE and high.device.type == "cpu" if fuse is None else fuse
-    if fuse and (not fused.AVAILABLE or high.device.type != "cpu"):
-        raise ValueError("the fused ADMM loops need numba and a CPU tensor")
+    fusable = fused.AVAILABLE if high.device.type == "cpu" else fused_gpu.AVAILABLE
+    fuse = fusable if fuse is None else fuse
+    if fuse and not fusable:
+        raise ValueError("the fused ADMM loops need numba on a CPU, Triton on a GPU")
+    iterate = (_iterate_fused if high.device.type == "cpu" else _iterate_triton) if fuse \
+        else _iterate
     lmbda = np.float32(options.lmbda)
     xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0) if auto_rho.target is None
                     else auto_rho.target)  # sporco's residual target ratio
@@ -413,7 +419,6 @@ def solve(
             fresh = _start(high[started:started + len(index)], index, spectrum, lmbda, fuse)
             batch = fresh if batch is None else batch.extend(fresh)
             started += len(index)
-        iterate = _iterate_fused if fuse else _iterate
         r, s = iterate(batch, spectrum, lmbda, xi, auto_rho, joint)
         done = ((r < options.rel_stop_tol) & (s < options.rel_stop_tol))
         done |= batch.k >= options.max_iter
@@ -472,6 +477,22 @@ def _iterate_fused(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float3
                  RELAXATION, norms)
     r, s, factor = _penalty_update(norms.T, batch, xi, auto_rho, joint)
     fused.next_input(_rows(batch.y), _rows(batch.u), _rows(batch.z), batch.rho, factor)
+    batch.rho, batch.k = batch.rho * factor, batch.k + 1
+    return r, s
+
+
+def _iterate_triton(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float32,
+                    xi: np.float32, auto_rho: AutoRho,
+                    joint: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_iterate` with the work between the FFTs in :mod:`pipeline.fused_gpu`'s kernels."""
+    rho, inverse_rho, threshold = torch.from_numpy(
+        np.stack([batch.rho, 1 / batch.rho, lmbda / batch.rho])).to(batch.y.device)
+    b = torch.fft.rfft2(batch.z)
+    fused_gpu.x_step(b, batch.dsf, spectrum.w, spectrum.eigenvalues, rho)
+    x = torch.fft.irfft2(b, s=spectrum.shape)
+    norms = fused_gpu.y_step(x, batch.y, batch.u, inverse_rho, threshold, RELAXATION)
+    r, s, factor = _penalty_update(norms.cpu().numpy().T, batch, xi, auto_rho, joint)
+    fused_gpu.next_input(batch.y, batch.u, batch.z, rho, torch.from_numpy(factor).to(rho.device))
     batch.rho, batch.k = batch.rho * factor, batch.k + 1
     return r, s
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -116,19 +122,26 @@ def test_devices():
         batched.resolve_device("tpu")
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU here: the Triton kernels run in the test below"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("joint", "batch_size"), [(False, 1), (False, 3), (True, 4)])
-def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch_size):
-    """The CPU's fused elementwise loops and the PyTorch operations: same iterations, same codes."""
+def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch_size, device):
+    """The fused elementwise loops (numba on a CPU, Triton on a GPU) and the PyTorch
+    operations: same iterations, same codes."""
     basis = load_basis(DEFAULT_BASIS)
     options = CSCOptions()
     images = torch.from_numpy(mixed_images[[14, 4, 0, 2]]).permute(0, 3, 1, 2).contiguous()
-    _, high = batched.split_low_high(images, lmbda=options.filter_lmbda, pad=options.pad)
-    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]))
+    _, high = batched.split_low_high(images.to(device), lmbda=options.filter_lmbda,
+                                     pad=options.pad)
+    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]), device)
 
     def codes(fuse):
         solved = batched.solve(high, spectrum, options, batch_size=batch_size, joint=joint,
                                fuse=fuse)
-        return {int(i): (y, int(k)) for rows, ys, ks in solved
+        return {int(i): (y.cpu(), int(k)) for rows, ys, ks in solved
                 for i, y, k in zip(rows, ys, ks, strict=True)}
 
     reference, fused = codes(False), codes(True)
@@ -141,11 +154,25 @@ def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch
         assert len({k for _, k in fused.values()}) == 4  # each image stopped on its own test
 
 
-def test_fused_loops_are_installed_and_cpu_only():
+def test_fused_loops_are_the_cpu_default():
     assert batched.fused.AVAILABLE  # numba is a dependency: the CPU runs the fused loops
-    if not torch.cuda.is_available():
-        return
-    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32), (8, 8), "cuda")
-    with pytest.raises(ValueError, match="need numba and a CPU tensor"):
-        next(batched.solve(torch.rand((1, 3, 8, 8), device="cuda"), spectrum, CSCOptions(),
-                           fuse=True))
+    images = torch.rand((1, 3, 8, 8))
+    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32), (8, 8))
+    _, codes, _ = next(batched.solve(images, spectrum, CSCOptions(), fuse=None))
+    _, reference, _ = next(batched.solve(images, spectrum, CSCOptions(), fuse=False))
+    assert torch.allclose(codes, reference, atol=1e-5)
+
+
+def test_gpu_kernels_agree_with_the_reference_in_tritons_interpreter():
+    """The Triton kernels, run by Triton's interpreter on the CPU, step for step with the
+    PyTorch iteration: the same residuals, penalties and variables to float32 rounding."""
+    pytest.importorskip("triton", reason="Triton is not installed (the test extra installs it)")
+    script = Path(__file__).with_name("triton_interpreted.py")
+    done = subprocess.run([sys.executable, str(script), str(DEFAULT_BASIS)], check=True,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TRITON_INTERPRET": "1"})
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["iterations"] == 15
+    worst = result["relative_differences"]
+    assert worst["rho"] <= 1e-5 and worst["r"] <= 1e-4 and worst["s"] <= 1e-4, worst
+    assert worst["y"] <= 1e-4 and worst["u"] <= 1e-4, worst

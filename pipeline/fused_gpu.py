@@ -1,0 +1,161 @@
+"""One ADMM iteration's work between its two FFTs as three fused kernels (GPU, Triton).
+
+The GPU's counterpart of :mod:`pipeline.fused`: on a GPU the PyTorch path
+spends each iteration in some thirty kernels, each a pass over the
+``B x M x H x W`` coefficient maps in memory (the X-step's per-colour
+temporaries among them), and a GPU's iteration is bound by those passes,
+not by arithmetic.  Here the same work is three kernels that read each
+array once:
+
+1. :func:`x_step`: ``b + D^H s``, then the Woodbury solve at every
+   frequency; one program holds a tile of all ``M`` filters' values at a
+   block of frequencies for one image, so the reduction over the filters and
+   the update need a single read and write of ``b``; programs of
+   neighbouring images share their block of ``W`` through the L2 cache;
+2. :func:`y_step`: the relaxed soft threshold, the dual step and the five
+   norms of the residuals (per-block partial sums, added in a fixed order so
+   that a solve is repeatable);
+3. :func:`next_input`: ``rho' (Y - U / f)``, the next FFT's input, and the
+   dual rescaled by the penalty factor ``f``.
+
+The maths is :func:`pipeline.batched._iterate`'s, which stays the reference;
+iteration counts and codes agree to float32 rounding (tested, on the GPU
+and in Triton's interpreter on a CPU).  Triton compiles each kernel at its
+first call in a process and caches it on disk (``~/.triton``).  Triton ships
+with PyTorch's CUDA builds; without it the PyTorch path runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+AVAILABLE = importlib.util.find_spec("triton") is not None
+
+#: Frequencies per X-step program, its warps, and elements per Y-step program.
+X_BLOCK, X_WARPS, Y_BLOCK = 32, 4, 2048
+
+if AVAILABLE:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _x_step_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_filters, n_freq,
+                       BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+        image = tl.program_id(0).to(tl.int64)  # fastest: neighbours share W's block
+        freq = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+        filters = tl.arange(0, BLOCK_M)
+        inside = (filters[:, None] < n_filters) & (freq[None, :] < n_freq)
+        at = 2 * ((image * n_filters + filters[:, None]) * n_freq + freq[None, :])
+        b_re = (tl.load(b_ptr + at, mask=inside, other=0.0)
+                + tl.load(dsf_ptr + at, mask=inside, other=0.0))
+        b_im = (tl.load(b_ptr + at + 1, mask=inside, other=0.0)
+                + tl.load(dsf_ptr + at + 1, mask=inside, other=0.0))
+        rho = tl.load(rho_ptr + image)
+        out_re = b_re
+        out_im = b_im
+        for d in tl.static_range(3):
+            w_at = 2 * ((d * n_filters + filters[:, None]) * n_freq + freq[None, :])
+            w_re = tl.load(w_ptr + w_at, mask=inside, other=0.0)
+            w_im = tl.load(w_ptr + w_at + 1, mask=inside, other=0.0)
+            scale = 1.0 / (rho + tl.load(e_ptr + d * n_freq + freq, mask=freq < n_freq,
+                                         other=0.0))
+            t_re = tl.sum(w_re * b_re - w_im * b_im, axis=0) * scale  # t = W b / (rho + e)
+            t_im = tl.sum(w_re * b_im + w_im * b_re, axis=0) * scale
+            out_re -= w_re * t_re[None, :] + w_im * t_im[None, :]  # - conj(W) t
+            out_im -= w_re * t_im[None, :] - w_im * t_re[None, :]
+        tl.store(b_ptr + at, out_re, mask=inside)
+        tl.store(b_ptr + at + 1, out_im, mask=inside)
+
+    @triton.jit
+    def _y_step_kernel(x_ptr, y_ptr, u_ptr, inverse_rho_ptr, threshold_ptr, partial_ptr,
+                       n, n_blocks, relaxation, BLOCK: tl.constexpr):
+        image = tl.program_id(0).to(tl.int64)
+        block = tl.program_id(1)
+        offsets = block * BLOCK + tl.arange(0, BLOCK)
+        inside = offsets < n
+        at = image * n + offsets
+        x = tl.load(x_ptr + at, mask=inside, other=0.0) * tl.load(inverse_rho_ptr + image)
+        previous = tl.load(y_ptr + at, mask=inside, other=0.0)
+        threshold = tl.load(threshold_ptr + image)
+        v = tl.load(u_ptr + at, mask=inside, other=0.0) + relaxation * x \
+            + (1.0 - relaxation) * previous
+        dual = tl.minimum(tl.maximum(v, -threshold), threshold)
+        new = v - dual
+        tl.store(y_ptr + at, new, mask=inside)
+        tl.store(u_ptr + at, dual, mask=inside)
+        out = partial_ptr + (image * n_blocks + block) * 5
+        tl.store(out, tl.sum(x * x, axis=0))
+        tl.store(out + 1, tl.sum(new * new, axis=0))
+        tl.store(out + 2, tl.sum(dual * dual, axis=0))
+        tl.store(out + 3, tl.sum((x - new) * (x - new), axis=0))
+        tl.store(out + 4, tl.sum((new - previous) * (new - previous), axis=0))
+
+    @triton.jit
+    def _next_input_kernel(y_ptr, u_ptr, z_ptr, rho_ptr, factor_ptr, n, BLOCK: tl.constexpr):
+        image = tl.program_id(0).to(tl.int64)
+        offsets = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        inside = offsets < n
+        at = image * n + offsets
+        factor = tl.load(factor_ptr + image)
+        dual = tl.load(u_ptr + at, mask=inside, other=0.0) / factor
+        tl.store(u_ptr + at, dual, mask=inside)
+        y = tl.load(y_ptr + at, mask=inside, other=0.0)
+        tl.store(z_ptr + at, tl.load(rho_ptr + image) * factor * (y - dual), mask=inside)
+
+
+def x_step(b: torch.Tensor, dsf: torch.Tensor, w: torch.Tensor, eigenvalues: torch.Tensor,
+           rho: torch.Tensor) -> None:
+    """``rho x`` of the X-step ``(rho I + D^H D) x = b + D^H s``, in place in ``b``.
+
+    Parameters
+    ----------
+    b : (B, M, H, W//2 + 1) complex64 tensor, contiguous
+        On entry the FFT of ``rho (Y - U)``; on exit the transform of ``rho x``.
+    dsf : (B, M, H, W//2 + 1) complex64 tensor, contiguous
+        ``D^H s`` of each image.
+    w : (3, M, H, W//2 + 1) complex64 tensor, contiguous
+        ``W = V^H D`` per frequency.
+    eigenvalues : (3, H, W//2 + 1) float32 tensor
+        ``e`` of ``D D^H`` per frequency.
+    rho : (B,) float32 tensor
+        Each image's penalty.
+    """
+    n_images, n_filters = b.shape[:2]
+    n_freq = b[0, 0].numel()
+    grid = (n_images, triton.cdiv(n_freq, X_BLOCK))
+    _x_step_kernel[grid](torch.view_as_real(b), torch.view_as_real(dsf), torch.view_as_real(w),
+                         eigenvalues, rho, n_filters, n_freq,
+                         BLOCK_M=triton.next_power_of_2(n_filters), BLOCK_F=X_BLOCK,
+                         num_warps=X_WARPS)
+
+
+def y_step(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, inverse_rho: torch.Tensor,
+           threshold: torch.Tensor, relaxation: float) -> torch.Tensor:
+    """The relaxed Y-step and dual step, in place; return the residuals' five norms.
+
+    ``x`` is ``rho x`` in space, ``y`` and ``u`` the previous ``Y`` and ``U``
+    (``(B, M, H, W)`` float32, contiguous), ``inverse_rho`` and ``threshold``
+    each image's ``1 / rho`` and ``lambda / rho``.  Returns the ``(B, 5)``
+    float64 tensor of ``|X|, |Y|, |U|, |X - Y|, |Y - Y_prev|``.
+    """
+    n_images, n = len(x), x[0].numel()
+    n_blocks = triton.cdiv(n, Y_BLOCK)
+    partial = x.new_empty((n_images, n_blocks, 5))
+    _y_step_kernel[(n_images, n_blocks)](x, y, u, inverse_rho, threshold, partial, n,
+                                         n_blocks, relaxation, BLOCK=Y_BLOCK)
+    return partial.double().sum(1).sqrt()
+
+
+def next_input(y: torch.Tensor, u: torch.Tensor, z: torch.Tensor, rho: torch.Tensor,
+               factor: torch.Tensor) -> None:
+    """``z = rho f (Y - U / f)`` and ``U /= f``: the next iteration's FFT input.
+
+    ``rho`` and ``factor`` are each image's penalty before the update and the
+    update's factor (``(B,)`` float32); ``y``, ``u`` and ``z`` as in
+    :func:`y_step`.
+    """
+    n_images, n = len(y), y[0].numel()
+    _next_input_kernel[(n_images, triton.cdiv(n, Y_BLOCK))](y, u, z, rho, factor, n,
+                                                            BLOCK=Y_BLOCK)

@@ -1,0 +1,53 @@
+"""Step the PyTorch iteration and the Triton kernels' side by side on CPU tensors.
+
+Run with ``TRITON_INTERPRET=1`` (Triton's interpreter runs the GPU kernels on
+a CPU): :func:`pipeline.batched._iterate` against
+:func:`pipeline.batched._iterate_triton` on the same starting state, for a few
+small crops of the sample.  Prints, as JSON, the largest differences of the
+residuals, the penalties and the variables over the iterations.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+
+import numpy as np
+import torch
+
+from pipeline import batched
+from pipeline.basis import load_basis
+from pipeline.csc import CSCOptions
+from pipeline.datasets import sample
+
+
+def main(basis_path: str, iterations: int = 15) -> None:
+    basis = load_basis(basis_path)
+    dataset = sample()
+    crops = np.stack([dataset.load(i)[8:32, 4:24] for i in (0, 120, 280)])  # 24x20: odd halves
+    images = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
+    _, high = batched.split_low_high(images)
+    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]))
+    lmbda = np.float32(CSCOptions().lmbda)
+    xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0))
+    reference = batched._start(high, np.arange(len(high)), spectrum, lmbda, fuse=True)
+    kernels = copy.deepcopy(reference)
+    worst = {"r": 0.0, "s": 0.0, "rho": 0.0, "y": 0.0, "u": 0.0}
+    for _ in range(iterations):
+        r, s = batched._iterate(reference, spectrum, lmbda, xi, batched.CONVBPDN_AUTORHO, False)
+        r2, s2 = batched._iterate_triton(kernels, spectrum, lmbda, xi, batched.CONVBPDN_AUTORHO,
+                                         False)
+        y_scale = float(reference.y.abs().max()) or 1.0
+        u_scale = float(reference.u.abs().max()) or 1.0
+        for key, value in (("r", np.abs(r - r2).max() / max(r.max(), 1e-12)),
+                           ("s", np.abs(s - s2).max() / max(s.max(), 1e-12)),
+                           ("rho", np.abs(reference.rho - kernels.rho).max() / reference.rho.max()),
+                           ("y", float((reference.y - kernels.y).abs().max()) / y_scale),
+                           ("u", float((reference.u - kernels.u).abs().max()) / u_scale)):
+            worst[key] = max(worst[key], float(value))
+    print(json.dumps({"iterations": iterations, "relative_differences": worst}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
