@@ -207,12 +207,12 @@ def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> 
     """Milliseconds per fused iteration for a few block sizes of the Triton kernels."""
     from pipeline import fused_gpu  # noqa: PLC0415
 
-    chosen = fused_gpu.X_BLOCK, fused_gpu.X_WARPS, fused_gpu.Y_BLOCK
+    chosen = fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS
     options = CSCOptions(max_iter=20, rel_stop_tol=1e-12)
     times = {}
-    for x_block, x_warps, y_block in [(16, 4, 2048), (32, 4, 2048), (32, 8, 2048),
-                                      (64, 8, 2048), (32, 4, 1024), (32, 4, 4096)]:
-        fused_gpu.X_BLOCK, fused_gpu.X_WARPS, fused_gpu.Y_BLOCK = x_block, x_warps, y_block
+    for kernel, block, warps in [("loop", 64, 2), ("loop", 128, 4), ("loop", 256, 4),
+                                 ("loop", 256, 8), ("tile", 16, 4), ("tile", 32, 4)]:
+        fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS = kernel, block, warps
         for _ in batched.solve(high, spectrum, CSCOptions(max_iter=2), batch_size=n, fuse=True):
             pass
         synchronize()
@@ -220,9 +220,9 @@ def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> 
         for _ in batched.solve(high, spectrum, options, batch_size=n, fuse=True):
             pass
         synchronize()
-        key = f"x_block {x_block}, x_warps {x_warps}, y_block {y_block}"
+        key = f"x_step {kernel}, {block} frequencies, {warps} warps"
         times[key] = round((time.perf_counter() - started) / options.max_iter * 1e3, 2)
-    fused_gpu.X_BLOCK, fused_gpu.X_WARPS, fused_gpu.Y_BLOCK = chosen
+    fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS = chosen
     return times
 
 
@@ -308,6 +308,8 @@ def main() -> None:
     parser.add_argument("--out", default="results_gpu.json")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--jpegs", type=int, default=3000)
+    parser.add_argument("--copy-gb-per-s", type=float,
+                        help="the copy bandwidth measured before (when 'copy' is not run)")
     parser.add_argument("--workers", default="4")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the images to use (a small dry run: 0.01)")
@@ -326,14 +328,14 @@ def main() -> None:
 
     if "copy" in parts and DEVICE == "cuda":
         record("copy", copy_bandwidth())
-    copy_speed = result.get("copy", {}).get("gb_per_s")
+    copy_speed = result.get("copy", {}).get("gb_per_s", args.copy_gb_per_s)
+    if "iteration" in parts:
+        record("iteration_224", iteration(crops(max(2, int(64 * args.scale))), basis,
+                                          copy_speed, out))
     if "solver" in parts:
         count = max(8, int(512 * args.scale))
         record("solver_64", solver("64x64", tiles(8 * count), basis, count, 16))
         record("solver_224", solver("224x224", crops(count), basis, count // 2, 2))
-    if "iteration" in parts:
-        record("iteration_224", iteration(crops(max(2, int(64 * args.scale))), basis,
-                                          copy_speed, out))
     if "learner" in parts:
         record("learner", learner(tiles(16 * 11)))
     if "command" in parts:

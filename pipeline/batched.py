@@ -485,11 +485,14 @@ def _iterate_triton(batch: _Batch, spectrum: DictionarySpectrum, lmbda: np.float
                     xi: np.float32, auto_rho: AutoRho,
                     joint: bool) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_iterate` with the work between the FFTs in :mod:`pipeline.fused_gpu`'s kernels."""
+    # The inverse FFT left unscaled ("forward" puts the 1/(H W) on the forward
+    # transform): the Y-step applies it with 1 / rho, saving PyTorch's pass for it.
+    size = np.float32(spectrum.shape[0] * spectrum.shape[1])
     rho, inverse_rho, threshold = torch.from_numpy(
-        np.stack([batch.rho, 1 / batch.rho, lmbda / batch.rho])).to(batch.y.device)
+        np.stack([batch.rho, 1 / (batch.rho * size), lmbda / batch.rho])).to(batch.y.device)
     b = torch.fft.rfft2(batch.z)
     fused_gpu.x_step(b, batch.dsf, spectrum.w, spectrum.eigenvalues, rho)
-    x = torch.fft.irfft2(b, s=spectrum.shape)
+    x = torch.fft.irfft2(b, s=spectrum.shape, norm="forward")
     norms = fused_gpu.y_step(x, batch.y, batch.u, inverse_rho, threshold, RELAXATION)
     r, s, factor = _penalty_update(norms.cpu().numpy().T, batch, xi, auto_rho, joint)
     fused_gpu.next_input(batch.y, batch.u, batch.z, rho, torch.from_numpy(factor).to(rho.device))

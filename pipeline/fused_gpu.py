@@ -33,8 +33,10 @@ import torch
 
 AVAILABLE = importlib.util.find_spec("triton") is not None
 
-#: Frequencies per X-step program, its warps, and elements per Y-step program.
-X_BLOCK, X_WARPS, Y_BLOCK = 32, 4, 2048
+#: The X-step's kernel ("loop": a thread per frequency, looping over the filters;
+#: "tile": a tile of all filters at a block of frequencies), its frequencies per
+#: program and warps; elements per Y-step program.
+X_KERNEL, X_BLOCK, X_WARPS, Y_BLOCK = "loop", 128, 4, 2048
 
 if AVAILABLE:
     import triton
@@ -67,6 +69,69 @@ if AVAILABLE:
             out_im -= w_re * t_im[None, :] - w_im * t_re[None, :]
         tl.store(b_ptr + at, out_re, mask=inside)
         tl.store(b_ptr + at + 1, out_im, mask=inside)
+
+    @triton.jit
+    def _load_pair(pointer, at, inside):
+        return (tl.load(pointer + at, mask=inside, other=0.0),
+                tl.load(pointer + at + 1, mask=inside, other=0.0))
+
+    @triton.jit
+    def _x_step_loop_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_freq,
+                            n_filters: tl.constexpr, BLOCK_F: tl.constexpr):
+        image = tl.program_id(0).to(tl.int64)  # fastest: neighbours share W's block
+        freq = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+        inside = freq < n_freq
+        plane = n_filters * n_freq  # one colour's W
+        t0r = tl.zeros([BLOCK_F], tl.float32)
+        t0i = tl.zeros([BLOCK_F], tl.float32)
+        t1r = tl.zeros([BLOCK_F], tl.float32)
+        t1i = tl.zeros([BLOCK_F], tl.float32)
+        t2r = tl.zeros([BLOCK_F], tl.float32)
+        t2i = tl.zeros([BLOCK_F], tl.float32)
+        for m in range(n_filters):  # t_d = sum_m W_dm (b_m + D^H s_m)
+            at = 2 * ((image * n_filters + m) * n_freq + freq)
+            br, bi = _load_pair(b_ptr, at, inside)
+            sr, si = _load_pair(dsf_ptr, at, inside)
+            br += sr
+            bi += si
+            w_at = 2 * (m * n_freq + freq)
+            wr, wi = _load_pair(w_ptr, w_at, inside)
+            t0r += wr * br - wi * bi
+            t0i += wr * bi + wi * br
+            wr, wi = _load_pair(w_ptr, w_at + 2 * plane, inside)
+            t1r += wr * br - wi * bi
+            t1i += wr * bi + wi * br
+            wr, wi = _load_pair(w_ptr, w_at + 4 * plane, inside)
+            t2r += wr * br - wi * bi
+            t2i += wr * bi + wi * br
+        rho = tl.load(rho_ptr + image)
+        scale = 1.0 / (rho + tl.load(e_ptr + freq, mask=inside, other=0.0))
+        t0r *= scale
+        t0i *= scale
+        scale = 1.0 / (rho + tl.load(e_ptr + n_freq + freq, mask=inside, other=0.0))
+        t1r *= scale
+        t1i *= scale
+        scale = 1.0 / (rho + tl.load(e_ptr + 2 * n_freq + freq, mask=inside, other=0.0))
+        t2r *= scale
+        t2i *= scale
+        for m in range(n_filters):  # b_m + D^H s_m - sum_d conj(W_dm) t_d
+            at = 2 * ((image * n_filters + m) * n_freq + freq)
+            br, bi = _load_pair(b_ptr, at, inside)
+            sr, si = _load_pair(dsf_ptr, at, inside)
+            br += sr
+            bi += si
+            w_at = 2 * (m * n_freq + freq)
+            wr, wi = _load_pair(w_ptr, w_at, inside)
+            br -= wr * t0r + wi * t0i
+            bi -= wr * t0i - wi * t0r
+            wr, wi = _load_pair(w_ptr, w_at + 2 * plane, inside)
+            br -= wr * t1r + wi * t1i
+            bi -= wr * t1i - wi * t1r
+            wr, wi = _load_pair(w_ptr, w_at + 4 * plane, inside)
+            br -= wr * t2r + wi * t2i
+            bi -= wr * t2i - wi * t2r
+            tl.store(b_ptr + at, br, mask=inside)
+            tl.store(b_ptr + at + 1, bi, mask=inside)
 
     @triton.jit
     def _y_step_kernel(x_ptr, y_ptr, u_ptr, inverse_rho_ptr, threshold_ptr, partial_ptr,
@@ -125,10 +190,14 @@ def x_step(b: torch.Tensor, dsf: torch.Tensor, w: torch.Tensor, eigenvalues: tor
     n_images, n_filters = b.shape[:2]
     n_freq = b[0, 0].numel()
     grid = (n_images, triton.cdiv(n_freq, X_BLOCK))
-    _x_step_kernel[grid](torch.view_as_real(b), torch.view_as_real(dsf), torch.view_as_real(w),
-                         eigenvalues, rho, n_filters, n_freq,
-                         BLOCK_M=triton.next_power_of_2(n_filters), BLOCK_F=X_BLOCK,
-                         num_warps=X_WARPS)
+    pairs = torch.view_as_real(b), torch.view_as_real(dsf), torch.view_as_real(w)
+    if X_KERNEL == "loop":
+        _x_step_loop_kernel[grid](*pairs, eigenvalues, rho, n_freq, n_filters=n_filters,
+                                  BLOCK_F=X_BLOCK, num_warps=X_WARPS)
+    else:
+        _x_step_kernel[grid](*pairs, eigenvalues, rho, n_filters, n_freq,
+                             BLOCK_M=triton.next_power_of_2(n_filters), BLOCK_F=X_BLOCK,
+                             num_warps=X_WARPS)
 
 
 def y_step(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, inverse_rho: torch.Tensor,
