@@ -40,6 +40,7 @@ first, for the FFTs); coefficient maps are ``(B, M, H, W)``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ from pipeline import fused, fused_gpu
 from pipeline.csc import CSCOptions, check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -286,20 +289,46 @@ def reconstruct_and_count(
 
 def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
                  keep_spectrum: bool = True, fuse: bool | None = None) -> Coded:
+    """Reconstruct; on a GPU that runs out of memory, again with half the batch.
+
+    Several worker processes sharing one GPU each size their batch from the
+    memory free when they start, so together they can ask for more than the
+    GPU has; the smaller batch is kept for this process's later calls.
+    """
+    global _gpu_batch_limit
     check_images(images, basis)
     device = resolve_device(device) if isinstance(device, str) else device
     stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
     stack = stack.permute(0, 3, 1, 2)
-    low, high = split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
     transforms = cached_spectrum if keep_spectrum else dictionary_spectrum
     spectrum = transforms(basis, tuple(stack.shape[-2:]), device)
     batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
+    while True:
+        try:
+            return _code(stack, spectrum, options, min(batch_size, len(images)), measure, fuse)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            # cuFFT reports its own allocations' failure as a RuntimeError
+            out_of_memory = isinstance(err, torch.cuda.OutOfMemoryError) or any(
+                words in str(err) for words in ("out of memory", "CUFFT_ALLOC_FAILED"))
+            if not out_of_memory or device.type != "cuda" or min(batch_size, len(images)) == 1:
+                raise
+            batch_size = _gpu_batch_limit = min(batch_size, len(images)) // 2
+            torch.cuda.empty_cache()
+            log.warning("the GPU ran out of memory; solving again in batches of %d images",
+                        batch_size)
+
+
+def _code(stack: torch.Tensor, spectrum: DictionarySpectrum, options: CSCOptions,
+          batch_size: int, measure: bool, fuse: bool | None) -> Coded:
+    """:func:`_reconstruct`'s work for ``(N, 3, H, W)`` images on their device."""
+    low, high = split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
     result = low  # the coded high-pass parts are added in place
-    n_iter, objective = np.zeros(len(images), dtype=np.int64), np.zeros(len(images))
-    usage = np.zeros((len(images), basis.shape[-1]))
+    n_images, n_filters = len(stack), spectrum.filters.shape[1]
+    n_iter, objective = np.zeros(n_images, dtype=np.int64), np.zeros(n_images)
+    usage = np.zeros((n_images, n_filters))
     for index, coefficients, iterations in solve(high, spectrum, options, batch_size=batch_size,
                                                  fuse=fuse):
-        rows = torch.from_numpy(index).to(device)
+        rows = torch.from_numpy(index).to(stack.device)
         coded = synthesize(coefficients, spectrum)
         result[rows] += coded
         n_iter[index] = iterations
@@ -314,8 +343,13 @@ def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
     return Coded(reconstructions, n_iter, objective, usage)
 
 
+#: The batch that last fitted this process's GPU after running out of memory (None: never).
+_gpu_batch_limit: int | None = None
+
+
 def auto_batch_size(shape: tuple[int, int], n_filters: int, device: torch.device) -> int:
-    """Images per solver batch: 1 on a CPU; on a GPU, what fits in half its free memory.
+    """Images per solver batch: 1 on a CPU; on a GPU, what fits in half its free memory
+    (and no more than fitted after running out of memory, :func:`_reconstruct`).
 
     One image in the batch holds about 16 arrays of ``M x H x W`` float32
     (the ADMM variables, FFTs and temporaries).
@@ -324,7 +358,7 @@ def auto_batch_size(shape: tuple[int, int], n_filters: int, device: torch.device
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     per_image = 16 * n_filters * shape[0] * shape[1] * 4
-    return int(max(1, min(512, free // 2 // per_image)))
+    return int(max(1, min(512, _gpu_batch_limit or 512, free // 2 // per_image)))
 
 
 def synthesize(coefficients: torch.Tensor, spectrum: DictionarySpectrum) -> torch.Tensor:

@@ -154,6 +154,27 @@ def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch
         assert len({k for _, k in fused.values()}) == 4  # each image stopped on its own test
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_a_gpu_out_of_memory_halves_the_batch(mixed_images, caplog):
+    """Worker processes sharing a GPU can together ask for more than it has: the solve
+    is run again in smaller batches, with the same results."""
+    basis = load_basis(DEFAULT_BASIS)
+    images = np.repeat(mixed_images[:2], 64, axis=0)  # 128 images: about 1.3 GB as one batch
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(0.6e9 / torch.cuda.mem_get_info()[1])
+    try:
+        with caplog.at_level("WARNING", logger="pipeline.batched"):
+            out, n_iter = batched.reconstruct_batch(images, basis, batch_size=128, device="cuda")
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        batched._gpu_batch_limit = None
+    assert "ran out of memory; solving again in batches of 64 images" in caplog.text
+    reference, reference_iter = batched.reconstruct_batch(mixed_images[:2], basis)
+    for k in (0, 1, 126, 127):
+        assert psnr(out[k], reference[k % 2]) > 60.0
+        assert abs(int(n_iter[k]) - int(reference_iter[k % 2])) <= 1
+
+
 def test_fused_loops_are_the_cpu_default():
     assert batched.fused.AVAILABLE  # numba is a dependency: the CPU runs the fused loops
     images = torch.rand((1, 3, 8, 8))
