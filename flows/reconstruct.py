@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,17 +110,18 @@ def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
     (:func:`pipeline.stratified.reconstruct_by_cluster`).
     """
     group = open_group(settings.store_path, settings.storage, mode="r+")  # once per task
-    written = already_written(group, indices)
+    written = already_written(group, indices)  # a task run again after its worker was lost
     outcomes = [ImageOutcome(index) for index in indices if index in written]
+    todo = [(index, item) for index, item in zip(indices, items, strict=True)
+            if index not in written]
     images, readable = [], []
-    for index, item in zip(indices, items, strict=True):
-        if index in written:  # a finished task run again after its worker was lost
-            continue
-        try:
-            images.append(load_item(item, size=settings.size, fit=settings.fit))
+    for (index, _), loaded in zip(todo, _load_images([item for _, item in todo], settings),
+                                  strict=True):
+        if isinstance(loaded, ImageReadError):
+            outcomes.append(ImageOutcome(index, loaded.reason))
+        else:
+            images.append(loaded)
             readable.append(index)
-        except ImageReadError as err:
-            outcomes.append(ImageOutcome(index, err.reason))
     if not images:
         return outcomes
     reconstructions, n_iter, clusters = reconstruct_by_cluster(
@@ -127,6 +129,33 @@ def reconstruct_task(indices: list[int], items: list, bases: BasisSet,
         batch_size=settings.compute.batch_size, device=settings.compute.device)
     write_images(group, readable, reconstructions, n_iter, clusters)
     return outcomes + [ImageOutcome(int(index)) for index in readable]
+
+
+#: Threads a task decodes its images with when it solves on a GPU (one thread
+#: decodes ~30 ImageNet JPEGs a second; the GPU solves 114 images of 224x224).
+GPU_LOAD_THREADS = 8
+
+
+def _load_images(items: list, settings: TaskSettings) -> list:
+    """Each item's image, or the :class:`ImageReadError` it raised, in order, decoded on
+    ``compute.load_threads`` threads (image decoders release the GIL)."""
+    def load(item):
+        try:
+            return load_item(item, size=settings.size, fit=settings.fit)
+        except ImageReadError as err:
+            return err
+
+    threads = settings.compute.load_threads or (
+        GPU_LOAD_THREADS if _solves_on_gpu(settings) else 1)
+    if threads == 1 or len(items) < 2:
+        return [load(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(load, items))
+
+
+def _solves_on_gpu(settings: TaskSettings) -> bool:
+    return (settings.compute.device != "cpu" and settings.options.solver == "torch"
+            and _worker_has_gpu())
 
 
 def reconstruct_dataset(

@@ -57,12 +57,17 @@ def folder_with_a_bad_image(tmp_path):
     return tmp_path
 
 
+@pytest.mark.parametrize("load_threads", [None, 3])
 def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad_image,
-                                                       tmp_path):
+                                                       tmp_path, load_threads):
+    """Also with the images of a task decoded on several threads."""
+    from pipeline.config import ComputeConfig
+
     dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
     store = tmp_path / "out.zarr"
     options = CSCOptions(max_iter=5)
-    summary = run(client, dataset, DEFAULT_BASIS, store, options=options)
+    summary = run(client, dataset, DEFAULT_BASIS, store, options=options,
+                  compute=ComputeConfig(images_per_task=4, load_threads=load_threads))
     assert summary.done == 3 and list(summary.failed) == ["broken.png"]
     assert summary.failed["broken.png"].startswith("cannot read image")  # the name once, as key
     group = zarr.open_group(store, mode="r")
