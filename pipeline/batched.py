@@ -435,10 +435,11 @@ def solve(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     batch_size = len(high) if joint else batch_size
-    fusable = fused.AVAILABLE if high.device.type == "cpu" else fused_gpu.AVAILABLE
+    fusable = fused.AVAILABLE if high.device.type == "cpu" else fused_gpu.works(high.device)
     fuse = fusable if fuse is None else fuse
     if fuse and not fusable:
-        raise ValueError("the fused ADMM loops need numba on a CPU, Triton on a GPU")
+        raise ValueError("the fused ADMM loops need numba on a CPU, and Triton (and a C "
+                         "compiler for its launchers) on a GPU")
     iterate = (_iterate_fused if high.device.type == "cpu" else _iterate_triton) if fuse \
         else _iterate
     lmbda = np.float32(options.lmbda)

@@ -22,16 +22,21 @@ The maths is :func:`pipeline.batched._iterate`'s, which stays the reference;
 iteration counts and codes agree to float32 rounding (tested, on the GPU
 and in Triton's interpreter on a CPU).  Triton compiles each kernel at its
 first call in a process and caches it on disk (``~/.triton``).  Triton ships
-with PyTorch's CUDA builds; without it the PyTorch path runs.
+with PyTorch's CUDA builds; without it, or where its kernels cannot be built
+(:func:`works`), the PyTorch path runs.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 
 import torch
 
 AVAILABLE = importlib.util.find_spec("triton") is not None
+
+log = logging.getLogger(__name__)
 
 #: The X-step's kernel ("loop": a thread per frequency, looping over the filters;
 #: "tile": a tile of all filters at a block of frequencies), its frequencies per
@@ -168,6 +173,28 @@ if AVAILABLE:
         tl.store(u_ptr + at, dual, mask=inside)
         y = tl.load(y_ptr + at, mask=inside, other=0.0)
         tl.store(z_ptr + at, tl.load(rho_ptr + image) * factor * (y - dual), mask=inside)
+
+
+@functools.cache
+def works(device: torch.device) -> bool:
+    """Whether the kernels compile and run on ``device`` (checked once per process).
+
+    Triton builds a small C launcher for each kernel with the machine's C
+    compiler; where there is none (or the GPU is one Triton does not support),
+    the solver takes the PyTorch path instead, and says so once.
+    """
+    if not AVAILABLE:
+        return False
+    try:
+        y = torch.zeros((1, 4), device=device)
+        ones = torch.ones(1, device=device)
+        next_input(y, y.clone(), y.clone(), ones, ones)
+        torch.cuda.synchronize(device)
+        return True
+    except Exception as err:  # noqa: BLE001 (any failure to build means: not here)
+        log.warning("the fused GPU kernels do not run here (%s); the solver uses PyTorch's "
+                    "operations instead", str(err).splitlines()[0] if str(err) else repr(err))
+        return False
 
 
 def x_step(b: torch.Tensor, dsf: torch.Tensor, w: torch.Tensor, eigenvalues: torch.Tensor,

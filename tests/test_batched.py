@@ -184,6 +184,26 @@ def test_fused_loops_are_the_cpu_default():
     assert torch.allclose(codes, reference, atol=1e-5)
 
 
+def test_without_the_fused_loops_the_pytorch_path_runs(monkeypatch):
+    """A machine where numba (or on a GPU, Triton or a C compiler for it) is missing:
+    the default solve takes the PyTorch path with the same codes; asking for the
+    fused loops there is refused with the reason."""
+    images = torch.rand((2, 3, 12, 12), generator=torch.Generator().manual_seed(0))
+    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32) / 9, (12, 12))
+    fused_codes = {int(i): y for rows, ys, _ in batched.solve(images, spectrum, CSCOptions(),
+                                                             batch_size=2)
+                   for i, y in zip(rows, ys, strict=True)}
+    monkeypatch.setattr(batched.fused, "AVAILABLE", False)
+    plain = {int(i): y for rows, ys, _ in batched.solve(images, spectrum, CSCOptions(),
+                                                       batch_size=2)
+             for i, y in zip(rows, ys, strict=True)}
+    assert sorted(plain) == [0, 1]
+    for i in plain:
+        assert torch.allclose(plain[i], fused_codes[i], atol=1e-5)
+    with pytest.raises(ValueError, match="need numba on a CPU"):
+        next(batched.solve(images, spectrum, CSCOptions(), fuse=True))
+
+
 def test_gpu_kernels_agree_with_the_reference_in_tritons_interpreter():
     """The Triton kernels, run by Triton's interpreter on the CPU, step for step with the
     PyTorch iteration: the same residuals, penalties and variables to float32 rounding."""
