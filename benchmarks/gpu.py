@@ -204,15 +204,14 @@ def iteration(images: np.ndarray, basis: np.ndarray, copy_gb_per_s: float | None
 
 
 def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> dict:
-    """Milliseconds per fused iteration for a few block sizes of the Triton kernels."""
+    """Milliseconds per fused iteration for a few block sizes of the X-step kernel."""
     from pipeline import fused_gpu  # noqa: PLC0415
 
-    chosen = fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS
+    chosen = fused_gpu.X_BLOCK, fused_gpu.X_WARPS
     options = CSCOptions(max_iter=20, rel_stop_tol=1e-12)
     times = {}
-    for kernel, block, warps in [("loop", 64, 2), ("loop", 128, 4), ("loop", 256, 4),
-                                 ("loop", 256, 8), ("tile", 16, 4), ("tile", 32, 4)]:
-        fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS = kernel, block, warps
+    for block, warps in [(64, 2), (128, 4), (256, 4), (256, 8)]:
+        fused_gpu.X_BLOCK, fused_gpu.X_WARPS = block, warps
         for _ in batched.solve(high, spectrum, CSCOptions(max_iter=2), batch_size=n, fuse=True):
             pass
         synchronize()
@@ -220,9 +219,9 @@ def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> 
         for _ in batched.solve(high, spectrum, options, batch_size=n, fuse=True):
             pass
         synchronize()
-        key = f"x_step {kernel}, {block} frequencies, {warps} warps"
+        key = f"x_step {block} frequencies, {warps} warps"
         times[key] = round((time.perf_counter() - started) / options.max_iter * 1e3, 2)
-    fused_gpu.X_KERNEL, fused_gpu.X_BLOCK, fused_gpu.X_WARPS = chosen
+    fused_gpu.X_BLOCK, fused_gpu.X_WARPS = chosen
     return times
 
 

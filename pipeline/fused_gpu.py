@@ -8,10 +8,11 @@ not by arithmetic.  Here the same work is three kernels that read each
 array once:
 
 1. :func:`x_step`: ``b + D^H s``, then the Woodbury solve at every
-   frequency; one program holds a tile of all ``M`` filters' values at a
-   block of frequencies for one image, so the reduction over the filters and
-   the update need a single read and write of ``b``; programs of
-   neighbouring images share their block of ``W`` through the L2 cache;
+   frequency: a thread per frequency loops over the filters twice (the
+   three sums ``W b``, then the update), the second pass finding ``b`` in
+   cache where it can; programs of neighbouring images share their block of
+   ``W`` through the L2 cache (a tile of all filters per program, reduced
+   across threads, measured 6x slower on an H200);
 2. :func:`y_step`: the relaxed soft threshold, the dual step and the five
    norms of the residuals (per-block partial sums, added in a fixed order so
    that a solve is repeatable);
@@ -38,42 +39,14 @@ AVAILABLE = importlib.util.find_spec("triton") is not None
 
 log = logging.getLogger(__name__)
 
-#: The X-step's kernel ("loop": a thread per frequency, looping over the filters;
-#: "tile": a tile of all filters at a block of frequencies), its frequencies per
-#: program and warps; elements per Y-step program.
-X_KERNEL, X_BLOCK, X_WARPS, Y_BLOCK = "loop", 128, 4, 2048
+#: Frequencies per X-step program and its warps; elements per Y-step program.
+#: (On an H200 blocks of 64 to 256 frequencies and 2 to 8 warps measured within 3 %.)
+X_BLOCK, X_WARPS, Y_BLOCK = 128, 4, 2048
+
 
 if AVAILABLE:
     import triton
     import triton.language as tl
-
-    @triton.jit
-    def _x_step_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_filters, n_freq,
-                       BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-        image = tl.program_id(0).to(tl.int64)  # fastest: neighbours share W's block
-        freq = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-        filters = tl.arange(0, BLOCK_M)
-        inside = (filters[:, None] < n_filters) & (freq[None, :] < n_freq)
-        at = 2 * ((image * n_filters + filters[:, None]) * n_freq + freq[None, :])
-        b_re = (tl.load(b_ptr + at, mask=inside, other=0.0)
-                + tl.load(dsf_ptr + at, mask=inside, other=0.0))
-        b_im = (tl.load(b_ptr + at + 1, mask=inside, other=0.0)
-                + tl.load(dsf_ptr + at + 1, mask=inside, other=0.0))
-        rho = tl.load(rho_ptr + image)
-        out_re = b_re
-        out_im = b_im
-        for d in tl.static_range(3):
-            w_at = 2 * ((d * n_filters + filters[:, None]) * n_freq + freq[None, :])
-            w_re = tl.load(w_ptr + w_at, mask=inside, other=0.0)
-            w_im = tl.load(w_ptr + w_at + 1, mask=inside, other=0.0)
-            scale = 1.0 / (rho + tl.load(e_ptr + d * n_freq + freq, mask=freq < n_freq,
-                                         other=0.0))
-            t_re = tl.sum(w_re * b_re - w_im * b_im, axis=0) * scale  # t = W b / (rho + e)
-            t_im = tl.sum(w_re * b_im + w_im * b_re, axis=0) * scale
-            out_re -= w_re * t_re[None, :] + w_im * t_im[None, :]  # - conj(W) t
-            out_im -= w_re * t_im[None, :] - w_im * t_re[None, :]
-        tl.store(b_ptr + at, out_re, mask=inside)
-        tl.store(b_ptr + at + 1, out_im, mask=inside)
 
     @triton.jit
     def _load_pair(pointer, at, inside):
@@ -81,7 +54,7 @@ if AVAILABLE:
                 tl.load(pointer + at + 1, mask=inside, other=0.0))
 
     @triton.jit
-    def _x_step_loop_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_freq,
+    def _x_step_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_freq,
                             n_filters: tl.constexpr, BLOCK_F: tl.constexpr):
         image = tl.program_id(0).to(tl.int64)  # fastest: neighbours share W's block
         freq = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -217,14 +190,9 @@ def x_step(b: torch.Tensor, dsf: torch.Tensor, w: torch.Tensor, eigenvalues: tor
     n_images, n_filters = b.shape[:2]
     n_freq = b[0, 0].numel()
     grid = (n_images, triton.cdiv(n_freq, X_BLOCK))
-    pairs = torch.view_as_real(b), torch.view_as_real(dsf), torch.view_as_real(w)
-    if X_KERNEL == "loop":
-        _x_step_loop_kernel[grid](*pairs, eigenvalues, rho, n_freq, n_filters=n_filters,
-                                  BLOCK_F=X_BLOCK, num_warps=X_WARPS)
-    else:
-        _x_step_kernel[grid](*pairs, eigenvalues, rho, n_filters, n_freq,
-                             BLOCK_M=triton.next_power_of_2(n_filters), BLOCK_F=X_BLOCK,
-                             num_warps=X_WARPS)
+    _x_step_kernel[grid](torch.view_as_real(b), torch.view_as_real(dsf), torch.view_as_real(w),
+                         eigenvalues, rho, n_freq, n_filters=n_filters, BLOCK_F=X_BLOCK,
+                         num_warps=X_WARPS)
 
 
 def y_step(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, inverse_rho: torch.Tensor,

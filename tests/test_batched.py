@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -207,13 +208,14 @@ def test_without_the_fused_loops_the_pytorch_path_runs(monkeypatch):
 def test_gpu_kernels_agree_with_the_reference_in_tritons_interpreter():
     """The Triton kernels, run by Triton's interpreter on the CPU, step for step with the
     PyTorch iteration: the same residuals, penalties and variables to float32 rounding."""
-    pytest.importorskip("triton", reason="Triton is not installed (the test extra installs it)")
+    if importlib.util.find_spec("triton") is None:  # not imported here: only in the subprocess
+        pytest.skip("Triton is not installed (the test extra installs it)")
     script = Path(__file__).with_name("triton_interpreted.py")
-    done = subprocess.run([sys.executable, str(script), str(DEFAULT_BASIS)], check=True,
+    done = subprocess.run([sys.executable, str(script)], check=True,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TRITON_INTERPRET": "1"})
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["iterations"] == 15
+    assert result["iterations"] == 10
     worst = result["relative_differences"]
     assert worst["rho"] <= 1e-5 and worst["r"] <= 1e-4 and worst["s"] <= 1e-4, worst
     assert worst["y"] <= 1e-4 and worst["u"] <= 1e-4, worst
