@@ -109,9 +109,9 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     from evaluation.outputs import sanity_checks, table_layout, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
-    # Smaller than the command's defaults: one basis set, 1000 images to retrain on, the
+    # Smaller than the command's defaults: one basis set, 300 images to retrain on, the
     # adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep with 10 steps.
-    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=1000, bpda_images=20,
+    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=300, bpda_images=20,
                               bpda_steps=20, bpda_restarts=2, apgd_steps=5, sweep_steps=10,
                               sweep_images=20)
     options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
