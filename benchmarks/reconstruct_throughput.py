@@ -231,7 +231,8 @@ def profile(size: int, image: np.ndarray, basis: np.ndarray, repeats: int) -> di
     high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])[1]
     state = batched._start(high, np.arange(1), spectrum, np.float32(0.2))
     for _ in range(10):  # away from the zero start
-        batched._iterate(state, spectrum, np.float32(0.2), np.float32(3.4))
+        batched._iterate(state, spectrum, np.float32(0.2), np.float32(3.4),
+                         batched.CONVBPDN_AUTORHO, False)
     y, u = state.y, state.u
     rho = batched._per_image(state.rho, y)
     b = torch.fft.rfft2(y)
