@@ -18,6 +18,10 @@ gradient (BPDA, Athalye et al. 2018):
 - :func:`apgd_ce_then_dlr`: APGD-CE, then APGD-DLR, each on the images the
   attacks before left standing (AutoAttack's rule); after BPDA-PGD, the
   evaluation's BPDA+APGD (:func:`adaptive_autoattack`).
+- :func:`exact_pgd`: on a CSC row, the same PGD with the exact gradient of
+  the reconstruction (back-propagated through the unrolled solver,
+  :mod:`pipeline.unrolled`), and the cosine between that gradient and
+  BPDA's (:func:`gradient_cosine`).
 
 Images are (N, H, W, 3) float32 in [0, 1]; epsilons are L-inf in that range.
 Each function returns, per image, the first iterate at which the defended
@@ -26,6 +30,7 @@ classifier was wrong (:func:`bpda_pgd`) or whether it was never wrong.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,6 +184,37 @@ def apgd_losses(n_classes: int) -> tuple[str, ...]:
 def _n_classes(model: nn.Module, images: np.ndarray) -> int:
     with torch.no_grad():
         return int(model(to_tensor(images[:1])).shape[1])
+
+
+def gradient_cosine(model: nn.Module, bpda: nn.Module, exact: nn.Module, images: np.ndarray,
+                    labels: np.ndarray) -> np.ndarray:
+    """(N,) cosine between each image's loss gradient through ``bpda`` (the identity as the
+    reconstruction's gradient) and through ``exact`` (the unrolled solver's)."""
+    x, y = to_tensor(images), torch.from_numpy(np.asarray(labels, np.int64))
+    gradients = []
+    for defense in (bpda, exact):
+        point = x.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(defense(point)), y, reduction="sum")
+        gradient, = torch.autograd.grad(loss, point)
+        gradients.append(gradient.flatten(1))
+    return nn.functional.cosine_similarity(*gradients, dim=1).numpy()
+
+
+def exact_pgd(model: nn.Module, defense: nn.Module, images: np.ndarray, labels: np.ndarray, *,
+              eps: float, budget: Budget, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One task of the evaluation: PGD with the exact gradient through a CSC ``defense``.
+
+    :func:`bpda_pgd` through a copy of the defense that back-propagates
+    through the unrolled solver (``exact=True``), with the budget's steps and
+    restarts; returns its (N,) ``fooled_at`` and the (N,) cosine between the
+    BPDA and the exact gradient at the clean images (:func:`gradient_cosine`).
+    """
+    exact = copy.copy(defense)
+    exact.exact = True
+    cosine = gradient_cosine(model, defense, exact, images, labels)
+    fooled_at = bpda_pgd(model, exact, images, labels, eps=eps, steps=budget.steps,
+                         restarts=budget.restarts, seed=seed)
+    return fooled_at, cosine
 
 
 def attack_through_defense(model: nn.Module, defense: nn.Module, images: np.ndarray,

@@ -8,7 +8,10 @@ Athalye et al. 2018, an evaluation is trusted only when its own numbers pass:
 - accuracy falls with epsilon and is near zero at the largest budget for
   every row, or the attack is broken (:func:`sweep_reaches_zero`);
 - the adaptive attack is at least as strong as the oblivious one on every
-  row, on the same images (:func:`adaptive_not_weaker`).
+  row, on the same images (:func:`adaptive_not_weaker`);
+- on the CSC rows, PGD with the exact gradient of the unrolled solver is at
+  least as strong as BPDA-PGD, or the gradients' cosine says why not
+  (:func:`exact_not_weaker`).
 
 Plain functions over per-image results; each returns :class:`Check` lines
 that the report prints, a failed one as a warning.
@@ -94,6 +97,23 @@ def adaptive_not_weaker(correct: dict[tuple[str, str], np.ndarray], rows: list[s
             checks.append(Check(a <= b, f"{row}: {adaptive} {a:.3f} "
                                 f"{'<=' if a <= b else '>'} {oblivious} {b:.3f} "
                                 f"(same {len(strong)} images)"))
+    return checks
+
+
+def exact_not_weaker(correct: dict[tuple[str, str], np.ndarray], exact: str, bpda: str,
+                     cosines: dict[str, np.ndarray]) -> list[Check]:
+    """Per CSC row: exact-gradient PGD <= BPDA-PGD, on the same images, with the cosine
+    between the two gradients that says how far BPDA's identity is from the solver's."""
+    checks = []
+    for row, cosine in cosines.items():
+        if (row, exact) not in correct or (row, bpda) not in correct:
+            continue
+        a, b = float(np.mean(correct[row, exact])), float(np.mean(correct[row, bpda]))
+        checks.append(Check(a <= b, (
+            f"{row}: {exact} {a:.3f} {'<=' if a <= b else '>'} {bpda} {b:.3f} on the same "
+            f"{len(correct[row, exact])} images; cosine between the exact and the BPDA "
+            f"gradient: mean {np.mean(cosine):.2f}, range {np.min(cosine):.2f} to "
+            f"{np.max(cosine):.2f}")))
     return checks
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import unrolled
 from pipeline.basis import BasisSet, open_bases
 from pipeline.csc import CSCOptions
-from pipeline.stratified import reconstruct_by_cluster
+from pipeline.stratified import assign_clusters, reconstruct_by_cluster
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -83,11 +84,17 @@ class TransformDefense(torch.nn.Module):
 
 
 class CSCDefense(TransformDefense):
-    """CSC reconstruction as a PyTorch module, with an identity backward pass (BPDA).
+    """CSC reconstruction as a PyTorch module, with an identity backward pass (BPDA) or the
+    exact gradient of the unrolled solver.
 
     ``CSCDefense(bases)(x)`` equals the pipeline's reconstruction of the
     same images with the same bases and settings (the same function,
-    :func:`pipeline.stratified.reconstruct_by_cluster`).
+    :func:`pipeline.stratified.reconstruct_by_cluster`).  With
+    ``exact=True``, an input that requires gradients is reconstructed by
+    :func:`pipeline.unrolled.reconstruct` instead (the same iterations under
+    autograd, each image with the dictionary of its cluster, the cluster
+    chosen without gradient), so back-propagation goes through every ADMM
+    iteration the solve made.
 
     Parameters
     ----------
@@ -99,6 +106,9 @@ class CSCDefense(TransformDefense):
     bpda : bool
         True: the backward pass is the identity, the gradient an adaptive
         (BPDA) attacker uses.  False: no gradient flows to the input.
+    exact : bool
+        True: the gradient of the unrolled solver instead of BPDA's identity
+        (several times the cost of a solve per step).
     batch_size, device
         Of the solver (:func:`pipeline.solvers.reconstruct`).
 
@@ -110,11 +120,27 @@ class CSCDefense(TransformDefense):
     """
 
     def __init__(self, bases: BasisSet | str | Path, options: CSCOptions = CSCOptions(), *,
-                 bpda: bool = True, batch_size: int | None = None, device: str = "auto"):
+                 bpda: bool = True, exact: bool = False, batch_size: int | None = None,
+                 device: str = "auto"):
         super().__init__(name="CSC", bpda=bpda)
         self.bases = bases if isinstance(bases, BasisSet) else open_bases(bases)
-        self.options = options
+        self.options, self.exact = options, exact
         self.batch_size, self.device = batch_size, device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.exact and x.requires_grad):
+            return super().forward(x)
+        images = x.detach().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        clusters = assign_clusters(images, self.bases)
+        parts, positions = [], []
+        for cluster in np.unique(clusters):
+            rows = np.flatnonzero(clusters == cluster)
+            reconstructed, _ = unrolled.reconstruct(x[torch.from_numpy(rows).to(x.device)],
+                                                    self.bases.bases[cluster], self.options)
+            parts.append(reconstructed)
+            positions.append(rows)
+        order = torch.from_numpy(np.argsort(np.concatenate(positions))).to(x.device)
+        return torch.cat(parts)[order]
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         recs, _, _ = reconstruct_by_cluster(images, self.bases, options=self.options,
@@ -123,4 +149,5 @@ class CSCDefense(TransformDefense):
 
     def extra_repr(self) -> str:
         kind = f"{len(self.bases.bases)} clusters" if self.bases.stratified else "one basis"
-        return f"{kind}, lmbda={self.options.lmbda}, bpda={self.bpda}"
+        gradient = "exact" if self.exact else f"bpda={self.bpda}"
+        return f"{kind}, lmbda={self.options.lmbda}, {gradient}"

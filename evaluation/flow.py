@@ -35,7 +35,7 @@ from distributed import Client, as_completed
 from torch import nn
 from tqdm.auto import tqdm
 
-from evaluation.adaptive import NEVER, Budget, attack_through_defense
+from evaluation.adaptive import NEVER, Budget, attack_through_defense, exact_pgd
 from evaluation.attacks import attack
 from evaluation.baselines import BASELINES
 from evaluation.classifier import predict, to_tensor, train_classifier
@@ -90,6 +90,11 @@ class EvaluateOptions:
         return Budget(s.bpda_steps, s.bpda_restarts, s.apgd_steps, s.apgd_restarts)
 
     @property
+    def exact_budget(self) -> Budget:
+        """Exact-gradient PGD's iterations (the CSC rows; no APGD)."""
+        return Budget(self.settings.exact_steps, self.settings.exact_restarts, 0, 0)
+
+    @property
     def sweep_budget(self) -> Budget:
         """The sweep's BPDA-PGD iterations (no APGD)."""
         return Budget(self.settings.sweep_steps, self.settings.sweep_restarts, 0, 0)
@@ -109,6 +114,10 @@ class Evaluation:
     # (evaluation.adaptive.bpda_pgd) at the main budget, and per sweep budget
     fooled_at: dict[str, np.ndarray] = field(default_factory=dict)
     sweep_fooled_at: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    # the CSC rows: exact-gradient PGD's first fooling iterate, and per image the cosine
+    # between BPDA's and the exact gradient (evaluation.adaptive.exact_pgd)
+    exact_fooled_at: dict[str, np.ndarray] = field(default_factory=dict)
+    gradient_cosine: dict[str, np.ndarray] = field(default_factory=dict)
     # the test images (indices, sorted) the main adaptive attacks and the sweep ran on
     adaptive_images: np.ndarray = field(default_factory=lambda: np.arange(0))
     sweep_images: np.ndarray = field(default_factory=lambda: np.arange(0))
@@ -127,10 +136,15 @@ class CSCRow:
 
 
 def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
-    """(column name, attack, epsilon) in table order, "clean" first."""
+    """(column name, attack, epsilon) in table order, "clean" first.
+
+    PGD runs at every budget of the table and of the adaptive sweep: at each
+    sweep budget the worst case takes it with the adaptive attack.
+    """
     columns = [("clean", "none", 0.0)]
-    for name in ("fgsm", "pgd"):
-        columns += [(f"{name.upper()} {eps_label(e)}", name, e) for e in options.epsilons]
+    columns += [(f"FGSM {eps_label(e)}", "fgsm", e) for e in options.epsilons]
+    columns += [(f"PGD {eps_label(e)}", "pgd", e)
+                for e in sorted(set(options.epsilons) | set(options.sweep))]
     return columns + [(oblivious_apgd_column(options), "autoattack", options.main_eps),
                       ("DeepFool", "deepfool", 0.0)]
 
@@ -142,8 +156,19 @@ def adaptive_columns(options: EvaluateOptions) -> list[str]:
     return [f"BPDA-PGD {label}", f"BPDA+APGD {label}", f"worst case {label}"]
 
 
+def exact_column(options: EvaluateOptions) -> str:
+    """PGD with the exact gradient through the unrolled solver, at the main budget."""
+    return f"exact-PGD {eps_label(options.main_eps)}"
+
+
 def sweep_column(eps: float) -> str:
     return f"BPDA-PGD {eps_label(eps)} sweep"
+
+
+def sweep_worst_column(eps: float) -> str:
+    """Per image, robust only if neither the sweep's BPDA-PGD nor the transferred PGD at
+    ``eps`` fooled it."""
+    return f"worst case {eps_label(eps)} sweep"
 
 
 def oblivious_apgd_column(options: EvaluateOptions) -> str:
@@ -284,6 +309,15 @@ def _attack_adaptively(client: Client, attacked: dict[str, tuple[nn.Module, nn.M
     shipped = {row: client.scatter(list(attacked[row]), hash=False) for row in order}
     result.adaptive_images = _subset(len(images), settings.bpda_images, settings.seed)
     result.sweep_images = _subset(len(images), settings.sweep_images, settings.seed)
+    chosen = result.adaptive_images
+    for row in [row for row in order if isinstance(attacked[row][1], CSCDefense)]:
+        classifier, defense = shipped[row]
+        for start in range(0, len(chosen), CHUNK):  # the slowest tasks first
+            part = chosen[start:start + CHUNK]
+            jobs.append((row, "exact", start, client.submit(
+                exact_pgd, classifier, defense, images[part], labels[part], eps=main,
+                budget=options.exact_budget, seed=settings.seed + start,
+                key=f"adaptive-{_slug(row)}-exact-{start}-{uuid.uuid4().hex[:8]}")))
     plan = [(None, main, result.adaptive_images, options.budget),  # None: the main attacks
             *((eps, eps, result.sweep_images, options.sweep_budget) for eps in options.sweep)]
     for name, eps, chosen, budget in plan:
@@ -317,26 +351,43 @@ def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
     bpda, both, worst = adaptive_columns(options)
     at_main = [c for c, name, eps in attack_columns(options)
                if eps == options.main_eps and name != "none"]
-    parts: dict[tuple[str, float | None], list] = {}
+    parts: dict[tuple[str, float | str | None], list] = {}
     for row, eps, start, future in jobs:
         parts.setdefault((row, eps), []).append((start, future.result()))
-    for (row, eps), chunks in parts.items():
+    for chunks in parts.values():
         chunks.sort(key=lambda chunk: chunk[0])
+    for (row, eps), chunks in parts.items():  # first the exact attacks: the worst case takes them
+        if eps == "exact":
+            result.exact_fooled_at[row] = np.concatenate([fooled for _, (fooled, _) in chunks])
+            result.gradient_cosine[row] = np.concatenate([cos for _, (_, cos) in chunks])
+            result.correct[row, exact_column(options)] = result.exact_fooled_at[row] == NEVER
+            log.info("%s: %s %.3f (gradient cosine with BPDA's: mean %.3f)", row,
+                     exact_column(options), result.correct[row, exact_column(options)].mean(),
+                     result.gradient_cosine[row].mean())
+    for (row, eps), chunks in parts.items():
+        if eps == "exact":
+            continue
         fooled_at = np.concatenate([fooled for _, (fooled, _) in chunks])
         if eps is None:
             result.fooled_at[row] = fooled_at
             result.correct[row, bpda] = fooled_at == NEVER
             result.correct[row, both] = np.concatenate([robust for _, (_, robust) in chunks])
             # AutoAttack's rule across every attack at this budget: robust only if none fooled it
+            exact = result.correct.get((row, exact_column(options)))
             result.correct[row, worst] = np.logical_and.reduce(
                 [result.correct[row, both]] + [result.correct[row, c][result.adaptive_images]
-                                               for c in at_main])
+                                               for c in at_main]
+                + ([] if exact is None else [exact]))
             log.info("%s: %s %.3f, %s %.3f, %s %.3f", row, bpda,
                      result.correct[row, bpda].mean(), both, result.correct[row, both].mean(),
                      worst, result.correct[row, worst].mean())
         else:
             result.sweep_fooled_at[row, eps] = fooled_at
             result.correct[row, sweep_column(eps)] = fooled_at == NEVER
+            transferred = result.correct.get((row, f"PGD {eps_label(eps)}"))
+            if transferred is not None:
+                result.correct[row, sweep_worst_column(eps)] = (
+                    (fooled_at == NEVER) & transferred[result.sweep_images])
 
 
 def _reconstruct_all(client: Client, name: str, parts: dict[str, np.ndarray], basis: BasisSet,

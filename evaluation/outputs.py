@@ -16,9 +16,11 @@ from evaluation.flow import (
     adaptive_columns,
     attack_columns,
     eps_label,
+    exact_column,
     main_pgd_column,
     oblivious_apgd_column,
     sweep_column,
+    sweep_worst_column,
 )
 from evaluation.report import lowpass_energy_share, markdown_table, records, write_csv
 from evaluation.tasks import Task
@@ -31,27 +33,42 @@ def table_layout(result: Evaluation, options: EvaluateOptions) -> tuple[list[str
     csc = list(result.reconstructions)
     rows = ["none", "transfer control", *csc, *(f"{r}, retrained" for r in csc), *BASELINES]
     rows = [row for row in rows if (row, "clean") in result.correct]  # those measured
-    columns = [c for c, _, _ in attack_columns(options)] + adaptive_columns(options)
-    return rows, columns + [sweep_column(eps) for eps in options.sweep]
+    columns = [c for c, _, _ in attack_columns(options)] + _adaptive(options)
+    return rows, (columns + [sweep_column(eps) for eps in options.sweep]
+                  + [sweep_worst_column(eps) for eps in options.sweep])
 
 
 def summary_columns(options: EvaluateOptions) -> list[str]:
     """The main table at the main budget: clean, oblivious PGD and APGD, adaptive ones."""
     return ["clean", main_pgd_column(options), oblivious_apgd_column(options),
-            *adaptive_columns(options)]
+            *_adaptive(options)]
+
+
+def _adaptive(options: EvaluateOptions) -> list[str]:
+    """The main budget's adaptive columns, exact-gradient PGD before the worst case."""
+    bpda, both, worst = adaptive_columns(options)
+    return [bpda, both, exact_column(options), worst]
 
 
 def sanity_checks(result: Evaluation, options: EvaluateOptions,
                   rows: list[str]) -> list[checks.Check]:
-    """Convergence, the sweep's largest budget, adaptive <= oblivious on every row."""
+    """Convergence, the sweep's largest budget, adaptive <= oblivious on every row, at the
+    main budget and at every budget of the sweep."""
     bpda, both, _ = adaptive_columns(options)
     labels = {eps: eps_label(eps) for eps in options.sweep}
     return [*checks.convergence(result.fooled_at, options.budget.iterates),
             *checks.sweep_reaches_zero(result.sweep_fooled_at, labels),
             *checks.adaptive_not_weaker(result.correct, rows,
                                         [(bpda, main_pgd_column(options)),
-                                         (both, oblivious_apgd_column(options))],
-                                        result.adaptive_images)]
+                                         (both, oblivious_apgd_column(options)),
+                                         (exact_column(options), main_pgd_column(options))],
+                                        result.adaptive_images),
+            *checks.exact_not_weaker(result.correct, exact_column(options), bpda,
+                                     result.gradient_cosine),
+            *checks.adaptive_not_weaker(result.correct, rows,
+                                        [(sweep_column(eps), f"PGD {label}")
+                                         for eps, label in labels.items()],
+                                        result.sweep_images)]
 
 
 def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out: Path, *,
@@ -102,12 +119,14 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
 def write_per_image(result: Evaluation, rows: list[str], columns: list[str], path: Path) -> None:
     """correct.json: each cell's 0/1 per image, so that two rows can be compared pairwise.
 
-    Oblivious cells hold every test image; adaptive cells the images at
-    ``adaptive_images`` (positions among the test images), in that order.
+    Oblivious cells hold every test image; the main adaptive cells the images at
+    ``adaptive_images``, the sweep's cells those at ``sweep_images`` (positions
+    among the test images), in that order.
     """
     correct = {row: {column: np.asarray(result.correct[row, column]).astype(int).tolist()
                      for column in columns if (row, column) in result.correct} for row in rows}
     path.write_text(json.dumps({"adaptive_images": np.asarray(result.adaptive_images).tolist(),
+                                "sweep_images": np.asarray(result.sweep_images).tolist(),
                                 "correct": correct}) + "\n")
 
 
@@ -116,8 +135,10 @@ def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
     """results.md: the main table, the sanity checks, the verdict, then every cell."""
     budget, sweep = options.budget, options.sweep_budget
     main = summary_columns(options)
-    oblivious = [c for c in columns if c not in main and not c.startswith("BPDA")]
+    oblivious = [c for c in columns if c not in main and not c.startswith("BPDA")
+                 and not c.startswith("worst")]
     swept = [sweep_column(eps) for eps in options.sweep]
+    worst = [sweep_worst_column(eps) for eps in options.sweep]
     return "\n".join([
         f"## At {eps_label(options.main_eps)}: oblivious and adaptive attacks", "",
         f"Oblivious: made on the undefended classifier (PGD {options.settings.pgd_steps} "
@@ -125,7 +146,10 @@ def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
         f"each row's defense with the identity as its gradient (BPDA): BPDA-PGD "
         f"{budget.steps} steps x {budget.restarts} restarts, worst iterate; BPDA+APGD: "
         f"then APGD-CE and APGD-DLR ({budget.apgd_steps} iterations x "
-        f"{budget.apgd_restarts} restarts, through ART) on the images left standing; worst "
+        f"{budget.apgd_restarts} restarts, through ART) on the images left standing; "
+        f"exact-PGD (CSC rows): PGD with the exact gradient, back-propagated through the "
+        f"unrolled solver, {options.exact_budget.steps} steps x "
+        f"{options.exact_budget.restarts} restarts; worst "
         f"case: robust only if no attack at {eps_label(options.main_eps)}, oblivious or "
         "adaptive, fooled it (the defense's robust accuracy).", "",
         markdown_table(cells, rows, main),
@@ -133,7 +157,11 @@ def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
         "## Verdict", "", verdict, "",
         "## Every oblivious attack", "", markdown_table(cells, rows, oblivious),
         f"## Adaptive sweep (BPDA-PGD {sweep.steps} steps x {sweep.restarts} restarts)", "",
-        markdown_table(cells, rows, swept)])
+        markdown_table(cells, rows, swept),
+        "## Worst case at every budget of the sweep", "",
+        "Per image, robust only if neither the sweep's BPDA-PGD nor PGD made on the "
+        "undefended classifier (transferred) fooled it, on the sweep's images.", "",
+        markdown_table(cells, rows, worst)])
 
 
 def write_plots(task: Task, result: Evaluation, options: EvaluateOptions, cells: list[dict],
@@ -141,7 +169,7 @@ def write_plots(task: Task, result: Evaluation, options: EvaluateOptions, cells:
     """accuracy_vs_eps.png, adaptive_vs_eps.png, adaptive_convergence.png, examples.png."""
     epsilons = [(eps_label(e), e) for e in options.epsilons]
     plots.plot_accuracy_vs_eps(cells, rows, epsilons, out / "accuracy_vs_eps.png")
-    sweep = [(sweep_column(e), e) for e in options.sweep]
+    sweep = [(sweep_worst_column(e), e) for e in options.sweep]
     plots.plot_adaptive_vs_eps(cells, rows, sweep, out / "adaptive_vs_eps.png")
     iterates = options.budget.iterates
     curves = {row: accuracy_curve(first, iterates) for row, first in result.fooled_at.items()}

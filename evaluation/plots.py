@@ -46,9 +46,10 @@ def plot_accuracy_vs_eps(cells: list[dict], rows: list[str], epsilons: list[tupl
 
 def plot_adaptive_vs_eps(cells: list[dict], rows: list[str], sweep: list[tuple[str, float]],
                          path: str | Path) -> None:
-    """Adaptive (BPDA-PGD) accuracy against the L-inf budget, every row; ``sweep`` lists
-    (column, eps) pairs, a column named "BPDA-PGD <eps label> sweep".  Every curve should
-    fall to about zero at the largest budget."""
+    """Worst-case accuracy (the sweep's BPDA-PGD and the transferred PGD, per image) against
+    the L-inf budget, every row; ``sweep`` lists (column, eps) pairs, a column named
+    "worst case <eps label> sweep".  Every curve should fall to about zero at the largest
+    budget."""
     by_cell = {(c["defense"], c["attack"]): c for c in cells}
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for row in rows:
@@ -60,9 +61,9 @@ def plot_adaptive_vs_eps(cells: list[dict], rows: list[str], sweep: list[tuple[s
                     yerr=[c["se"] for _, c in points], marker="o", capsize=2, label=row,
                     linestyle="--" if "retrained" in row else "-")
     ax.set_xscale("log", base=2)
-    ax.set_xticks([eps for _, eps in sweep], [column.split()[1] for column, _ in sweep])
+    ax.set_xticks([eps for _, eps in sweep], [column.split()[-2] for column, _ in sweep])
     ax.minorticks_off()
-    _label_accuracy(ax, "Adaptive attack through each defense (BPDA-PGD)",
+    _label_accuracy(ax, "Worst case through each defense (BPDA-PGD or transferred PGD)",
                     "epsilon (L-inf)", "accuracy")
     _save(fig, path)
 

@@ -202,7 +202,10 @@ class EvaluateConfig:
     ``bpda_steps`` x ``bpda_restarts``, then APGD-CE and APGD-DLR with
     ``apgd_steps`` x ``apgd_restarts`` on the images it left standing; the
     sweep over epsilon uses BPDA-PGD with ``sweep_steps`` x
-    ``sweep_restarts`` on ``sweep_images`` (null: all).  The defaults keep the
+    ``sweep_restarts`` on ``sweep_images`` (null: all).  On the CSC rows,
+    exact-gradient PGD (back-propagated through the unrolled solver,
+    :mod:`pipeline.unrolled`; several times a BPDA step's cost) runs
+    ``exact_steps`` x ``exact_restarts`` on the adaptive images.  The defaults keep the
     scenes run near 20 minutes on 2 cores (its convergence plot shows whether
     they suffice); ``budget: full`` raises every one of these to at least the
     literature's budget (:data:`FULL_BUDGET`: 100 steps x 5 restarts, every
@@ -224,6 +227,8 @@ class EvaluateConfig:
     apgd_restarts: int = 1
     sweep_steps: int = 20
     sweep_restarts: int = 1
+    exact_steps: int = 20
+    exact_restarts: int = 1
     bpda_images: int | None = 100
     sweep_images: int | None = 50
     budget: Literal["default", "full"] = "default"
@@ -234,7 +239,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _at_least(self, 1, "test_images", "train_images", "epochs", "pgd_steps", "bpda_steps",
                   "bpda_restarts", "apgd_steps", "apgd_restarts", "sweep_steps",
-                  "sweep_restarts", "bpda_images", "sweep_images", "retrain_images")
+                  "sweep_restarts", "exact_steps", "exact_restarts", "bpda_images",
+                  "sweep_images", "retrain_images")
         if self.budget == "full":
             for name, least in FULL_BUDGET.items():
                 value = getattr(self, name)
@@ -245,7 +251,8 @@ class EvaluateConfig:
 
 
 FULL_BUDGET = {"bpda_steps": 100, "bpda_restarts": 5, "apgd_steps": 100, "apgd_restarts": 5,
-               "sweep_steps": 100, "sweep_restarts": 5, "bpda_images": None,
+               "sweep_steps": 100, "sweep_restarts": 5, "exact_steps": 100,
+               "exact_restarts": 2, "bpda_images": None,
                "sweep_images": None}
 """``evaluate.budget: full``: the adaptive attacks' least budgets (None: every test image)."""
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from evaluation.classifier import SmallCNN, to_tensor
 from evaluation.defense import CSCDefense
-from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, evaluate
+from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, eps_label, evaluate
 from evaluation.tasks import digits, scenes
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
@@ -66,6 +66,29 @@ def test_bpda_gradient_is_the_classifiers_gradient_at_the_reconstruction(patches
     assert not CSCDefense(DEFAULT_BASIS, bpda=False)(x).requires_grad
 
 
+def test_exact_gradient_goes_through_the_unrolled_solve_of_each_cluster(patches):
+    """exact=True: the same reconstruction, each patch with its cluster's dictionary, and a
+    gradient that is the unrolled solver's, not BPDA's identity."""
+    images, labels = patches[0][:5], patches[1][:5]
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    bases = open_bases(STRATIFIED_SET)
+    _, _, clusters = reconstruct_by_cluster(images, bases)
+    assert len(np.unique(clusters)) > 1  # several dictionaries in one call
+    x = to_tensor(images).requires_grad_(True)
+    reconstruction = CSCDefense(bases, exact=True)(x)
+    torch.testing.assert_close(reconstruction.detach(), CSCDefense(bases)(to_tensor(images)),
+                               atol=1e-4, rtol=0)
+    y = torch.from_numpy(labels)
+    loss = torch.nn.functional.cross_entropy(model(reconstruction), y, reduction="sum")
+    exact, = torch.autograd.grad(loss, x)
+    at_reconstruction = reconstruction.detach().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model(at_reconstruction), y, reduction="sum")
+    bpda, = torch.autograd.grad(loss, at_reconstruction)
+    cosine = torch.nn.functional.cosine_similarity(exact.flatten(1), bpda.flatten(1), dim=1)
+    assert torch.all(cosine < 0.99) and torch.all(cosine > -0.99)  # related, not the same
+
+
 def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it(patches):
     from art.attacks.evasion import FastGradientMethod
     from art.estimators.classification import PyTorchClassifier
@@ -113,7 +136,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     # adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep with 10 steps.
     settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=300, bpda_images=20,
                               bpda_steps=20, bpda_restarts=2, apgd_steps=5, sweep_steps=10,
-                              sweep_images=20)
+                              sweep_images=20, exact_steps=2)
     options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
     bases = {"CSC per-cluster": open_bases(STRATIFIED_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
@@ -133,7 +156,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
                     "CSC per-cluster, retrained", "JPEG q75", "median 3x3", "bit depth 3", "TV"]
     assert columns[:2] == ["clean", "FGSM " + EPSILONS_LABELS[name][0]]
     assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "APGD", "DeepFool",
-                                               "BPDA-PGD", "BPDA+APGD", "worst"}
+                                               "BPDA-PGD", "BPDA+APGD", "exact-PGD", "worst"}
 
     # The adaptive attacks: on every row but the transfer control, on the same 20 images.
     adaptive = [row for row in rows if row != "transfer control"]
@@ -146,17 +169,37 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
         bpda, both, worst = (result.correct[row, f"{kind} {label}"]
                              for kind in ("BPDA-PGD", "BPDA+APGD", "worst case"))
         assert np.all(both <= bpda) and np.all(worst <= both)  # each adds attacks
+        if row.startswith("CSC"):  # and on CSC rows, PGD with the unrolled solver's gradient
+            assert np.all(worst <= result.correct[row, f"exact-PGD {label}"])
+            cosine = result.gradient_cosine[row]
+            assert cosine.shape == (20,) and np.all(np.abs(cosine) <= 1.0 + 1e-6)
+        else:
+            assert (row, f"exact-PGD {label}") not in result.correct
         for column in oblivious_at_main:  # robust means no attack at this budget fooled it
             assert np.all(worst <= result.correct[row, column][result.adaptive_images])
+    # Every budget of the sweep a worst case: the sweep's BPDA-PGD and PGD at that budget
+    # (made on the undefended classifier), per image, on the sweep's images.
+    assert len(result.sweep_images) == 20
+    for row in adaptive:
+        for eps in SWEEP[name]:
+            label = eps_label(eps)
+            worst = result.correct[row, f"worst case {label} sweep"]
+            assert np.all(worst <= result.correct[row, f"BPDA-PGD {label} sweep"])
+            assert np.all(worst <= result.correct[row, f"PGD {label}"][result.sweep_images])
     checks = sanity_checks(result, options, rows)
     not_weaker = [c for c in checks if "(same " in c.text]
     largest = [c for c in checks if "at " + SWEEP_LABELS[name] in c.text]
-    assert len(not_weaker) == 2 * len(adaptive) and len(largest) == len(adaptive)
+    csc_rows = [row for row in adaptive if row.startswith("CSC")]
+    assert len(not_weaker) == (2 + len(SWEEP[name])) * len(adaptive) + len(csc_rows)
+    assert len(largest) == len(adaptive)
+    assert len([c for c in checks if "cosine between the exact and the BPDA" in c.text]) \
+        == len(csc_rows)
     for check in largest:  # every row, defended or not, is broken at the largest budget
         assert check.ok, check.text
-    for check in not_weaker:  # the gradient through CSC is the intended one: no weaker
-        if check.text.startswith("CSC"):  # than the transferred attack
-            assert check.ok, check.text
+    for check in not_weaker:  # the gradient through CSC is the intended one: at the main
+        if check.text.startswith("CSC") and "sweep" not in check.text \
+                and "exact" not in check.text:  # budget no weaker
+            assert check.ok, check.text  # than the transferred attack
 
     write_outputs(task, result, options, tmp_path, seconds=1.0, bases={})
     report = (tmp_path / "results.md").read_text()
@@ -167,13 +210,15 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
         assert f"{'ok' if check.ok else 'WARNING'}: {check.text}" in report
     per_image = json.loads((tmp_path / "correct.json").read_text())
     assert per_image["adaptive_images"] == np.asarray(result.adaptive_images).tolist()
+    assert per_image["sweep_images"] == np.asarray(result.sweep_images).tolist()
     for row in rows:  # every cell, image by image
         for column, values in per_image["correct"][row].items():
             assert values == result.correct[row, column].astype(int).tolist()
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
     oblivious = len([c for c in columns if c.split()[0] not in ("BPDA-PGD", "BPDA+APGD",
-                                                                "worst")])
-    assert len(csv_lines) == 1 + 8 * oblivious + 7 * (len(columns) - oblivious)
+                                                                "exact-PGD", "worst")])
+    assert len(csv_lines) == (1 + 8 * oblivious + 7 * (len(columns) - oblivious - 1)
+                              + len(csc_rows))  # exact-PGD: the CSC rows only
     for plot in ("accuracy_vs_eps.png", "adaptive_vs_eps.png", "adaptive_convergence.png",
                  "examples.png", "lowpass_energy.png"):
         with Image.open(tmp_path / plot) as image:
