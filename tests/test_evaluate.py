@@ -252,7 +252,8 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
 
     common = ["--out", str(tmp_path / "out"), "--test-images", "8", "--pgd-steps", "2",
               "--bpda-steps", "1", "--set", "evaluate.bpda_restarts=1", "--set",
-              "evaluate.apgd_steps=2", "--set", "evaluate.sweep_steps=1", "--workers", "2",
+              "evaluate.apgd_steps=2", "--set", "evaluate.sweep_steps=1", "--set",
+              "evaluate.exact_steps=1", "--workers", "2",
               "--dashboard-address", "127.0.0.1:0"]
     assert main([str(tmp_path / "mine.yaml"), *common]) == 2
     assert "evaluating your own data needs your classifier" in capsys.readouterr().err
@@ -264,7 +265,9 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     table = (tmp_path / "out" / "results.md").read_text()
     capsys.readouterr()
     assert main(mine) == 0  # the same attacks again: the reconstructions are reused
-    assert capsys.readouterr().err.count("resuming: 72 of 72 images already done") == 2
+    # 8 test images x 12 columns (clean, FGSM x 3, PGD at the 6 budgets of the sweep, APGD,
+    # DeepFool), for each of the two CSC rows
+    assert capsys.readouterr().err.count("resuming: 96 of 96 images already done") == 2
     assert "| none |" in table and "| CSC per-cluster |" in table and "| TV |" in table
     assert "retrained" not in table and "transfer control" not in table
     assert "n = 8 test images per cell" in table
