@@ -553,9 +553,9 @@ def _penalty_update(norms: np.ndarray, batch: _Batch, xi: np.float32, auto_rho: 
     """
     if joint:
         norms = np.broadcast_to(np.sqrt(np.sum(norms**2, axis=1, keepdims=True)), norms.shape)
-    r, s = _residuals(*norms, batch.rho)
+    r, s = residuals(*norms, batch.rho)
     update = (batch.k != 0) & ((batch.k + 1) % auto_rho.period == 0)
-    return r, s, np.where(update, _penalty_factor(r, s, xi, auto_rho), np.float32(1))
+    return r, s, np.where(update, penalty_factor(r, s, xi, auto_rho), np.float32(1))
 
 
 def _per_image(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -584,7 +584,7 @@ def _solve_x(b: torch.Tensor, rho: torch.Tensor, spectrum: DictionarySpectrum) -
     return b
 
 
-def _residuals(norm_x, norm_y, norm_u, norm_x_y, norm_y_change, rho):
+def residuals(norm_x, norm_y, norm_u, norm_x_y, norm_y_change, rho):
     """sporco's relative primal and dual residuals (r, s), one per image."""
     primal_scale = np.maximum(norm_x, norm_y)
     dual_scale = rho * norm_u
@@ -593,7 +593,7 @@ def _residuals(norm_x, norm_y, norm_u, norm_x_y, norm_y_change, rho):
     return norm_x_y / primal_scale, rho * norm_y_change / dual_scale
 
 
-def _penalty_factor(r: np.ndarray, s: np.ndarray, xi: np.float32,
+def penalty_factor(r: np.ndarray, s: np.ndarray, xi: np.float32,
                     rule: AutoRho) -> np.ndarray:
     """sporco's adaptive penalty update (Wohlberg 2017): the factor rho is multiplied by."""
     scaled = s * xi

@@ -33,9 +33,9 @@ from pipeline.batched import (
     CONVBPDN_AUTORHO,
     RELAXATION,
     DictionarySpectrum,
-    _penalty_factor,
-    _residuals,
     dictionary_spectrum,
+    penalty_factor,
+    residuals,
     split_low_high,
     synthesize,
 )
@@ -105,9 +105,9 @@ def reconstruct(images: torch.Tensor, basis: np.ndarray, options: CSCOptions = C
         y_new, u, norms = checkpoint(_iteration, y, u, dsf, per_image, spectrum,
                                      use_reentrant=False)
         if replay is None:
-            r, s = _residuals(*norms.detach().cpu().numpy().T.astype(np.float32), rho)
+            r, s = residuals(*norms.detach().cpu().numpy().T.astype(np.float32), rho)
             update = k != 0 and (k + 1) % CONVBPDN_AUTORHO.period == 0
-            factor = (_penalty_factor(r, s, xi, CONVBPDN_AUTORHO) if update
+            factor = (penalty_factor(r, s, xi, CONVBPDN_AUTORHO) if update
                       else np.ones(len(rows), np.float32))
             done = (r < options.rel_stop_tol) & (s < options.rel_stop_tol)
         else:
