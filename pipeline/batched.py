@@ -302,17 +302,18 @@ def _reconstruct(images, basis, options, batch_size, device, *, measure: bool,
     stack = stack.permute(0, 3, 1, 2)
     transforms = cached_spectrum if keep_spectrum else dictionary_spectrum
     spectrum = transforms(basis, tuple(stack.shape[-2:]), device)
-    batch_size = batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device)
+    batch_size = min(batch_size or auto_batch_size(spectrum.shape, basis.shape[-1], device),
+                     len(images))
     while True:
         try:
-            return _code(stack, spectrum, options, min(batch_size, len(images)), measure, fuse)
+            return _code(stack, spectrum, options, batch_size, measure, fuse)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
             # cuFFT reports its own allocations' failure as a RuntimeError
             out_of_memory = isinstance(err, torch.cuda.OutOfMemoryError) or any(
                 words in str(err) for words in ("out of memory", "CUFFT_ALLOC_FAILED"))
-            if not out_of_memory or device.type != "cuda" or min(batch_size, len(images)) == 1:
+            if not out_of_memory or device.type != "cuda" or batch_size == 1:
                 raise
-            batch_size = _gpu_batch_limit = min(batch_size, len(images)) // 2
+            batch_size = _gpu_batch_limit = batch_size // 2
             torch.cuda.empty_cache()
             log.warning("the GPU ran out of memory; solving again in batches of %d images",
                         batch_size)

@@ -54,6 +54,13 @@ if AVAILABLE:
                 tl.load(pointer + at + 1, mask=inside, other=0.0))
 
     @triton.jit
+    def _load_sum(b_ptr, dsf_ptr, at, inside):
+        """``b + D^H s`` at one filter and a block of frequencies, as (real, imaginary)."""
+        br, bi = _load_pair(b_ptr, at, inside)
+        sr, si = _load_pair(dsf_ptr, at, inside)
+        return br + sr, bi + si
+
+    @triton.jit
     def _x_step_kernel(b_ptr, dsf_ptr, w_ptr, e_ptr, rho_ptr, n_freq,
                             n_filters: tl.constexpr, BLOCK_F: tl.constexpr):
         image = tl.program_id(0).to(tl.int64)  # fastest: neighbours share W's block
@@ -68,10 +75,7 @@ if AVAILABLE:
         t2i = tl.zeros([BLOCK_F], tl.float32)
         for m in range(n_filters):  # t_d = sum_m W_dm (b_m + D^H s_m)
             at = 2 * ((image * n_filters + m) * n_freq + freq)
-            br, bi = _load_pair(b_ptr, at, inside)
-            sr, si = _load_pair(dsf_ptr, at, inside)
-            br += sr
-            bi += si
+            br, bi = _load_sum(b_ptr, dsf_ptr, at, inside)
             w_at = 2 * (m * n_freq + freq)
             wr, wi = _load_pair(w_ptr, w_at, inside)
             t0r += wr * br - wi * bi
@@ -94,10 +98,7 @@ if AVAILABLE:
         t2i *= scale
         for m in range(n_filters):  # b_m + D^H s_m - sum_d conj(W_dm) t_d
             at = 2 * ((image * n_filters + m) * n_freq + freq)
-            br, bi = _load_pair(b_ptr, at, inside)
-            sr, si = _load_pair(dsf_ptr, at, inside)
-            br += sr
-            bi += si
+            br, bi = _load_sum(b_ptr, dsf_ptr, at, inside)
             w_at = 2 * (m * n_freq + freq)
             wr, wi = _load_pair(w_ptr, w_at, inside)
             br -= wr * t0r + wi * t0i
