@@ -51,11 +51,13 @@ from pipeline.store import read_images
 
 log = logging.getLogger(__name__)
 
-EPSILONS = {"scenes": (4 / 255, 8 / 255, 16 / 255), "digits": (0.05, 0.1, 0.2)}
+EPSILONS = {"textures": (4 / 255, 8 / 255, 16 / 255), "scenes": (4 / 255, 8 / 255, 16 / 255),
+            "digits": (0.05, 0.1, 0.2)}
 """L-inf budgets per task; the middle one is the main budget (the adaptive attacks, the
 plots' examples)."""
 
-SWEEP = {"scenes": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
+SWEEP = {"textures": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
+         "scenes": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
          "digits": (0.025, 0.05, 0.1, 0.2, 0.3, 0.4)}
 """L-inf budgets of the adaptive sweep per task: from small to where nothing should survive."""
 
@@ -70,13 +72,14 @@ class EvaluateOptions:
 
     settings: EvaluateConfig = EvaluateConfig()
     csc: CSCOptions = CSCOptions()
-    epsilons: tuple[float, ...] = EPSILONS["scenes"]
-    sweep: tuple[float, ...] = SWEEP["scenes"]
+    epsilons: tuple[float, ...] = EPSILONS["textures"]
+    sweep: tuple[float, ...] = SWEEP["textures"]
 
     @classmethod
     def for_task(cls, task: str, settings: EvaluateConfig, csc: CSCOptions) -> EvaluateOptions:
-        """The task's budgets (the scenes task's for a data set of the user's)."""
-        known = task if task in EPSILONS else "scenes"
+        """The task's budgets (the textures task's, in grey levels, for a data set of the
+        user's)."""
+        known = task if task in EPSILONS else "textures"
         return cls(settings, csc, EPSILONS[known], SWEEP[known])
 
     @property

@@ -186,7 +186,8 @@ CONVERGED_MAX_ITER = 2000
 class EvaluateConfig:
     """How ``python -m pipeline.evaluate`` measures the defense.
 
-    ``task`` is a built-in task (``scenes`` or ``digits``: the command trains
+    ``task`` is a built-in task (``textures``, ``digits`` or the sanity task
+    ``scenes``: the command trains
     its own classifier); null evaluates the config's data set with the
     user's ``classifier`` (a ``torch.export`` .pt2 file, a TorchScript file
     or ``package.module:function``) and, with ``transfer_classifier``, the
@@ -212,7 +213,7 @@ class EvaluateConfig:
     image).
     """
 
-    task: Literal["scenes", "digits"] | None = None
+    task: Literal["textures", "scenes", "digits"] | None = None
     classifier: str | None = None
     transfer_classifier: str | None = None
     one_basis: str = "photos-k1"

@@ -1,15 +1,16 @@
 """``python -m pipeline.evaluate [CONFIG]``: measure the defense, with its controls.
 
 The evaluation's command (the measuring itself is the ``evaluation``
-package).  ``scenes`` (the default) and ``digits`` are built-in tasks made of
-data that installed packages ship: the command trains a small CNN, attacks it
-(FGSM, PGD, APGD, DeepFool through ART), defends the attacked images (CSC with
-one basis and with a basis set, each with the original and a retrained
-classifier; JPEG, median, bit depth, TV), adds a transfer control, attacks
-every row adaptively through its defense (BPDA-PGD with restarts, then APGD
-through ART; and a sweep over epsilon), checks its own numbers (convergence,
-accuracy near zero at the largest epsilon, adaptive <= oblivious) and writes
-into the output folder:
+package).  ``textures`` (the default), ``digits`` and the sanity task ``scenes``
+are built-in tasks made of data that installed packages ship: the command
+trains a small CNN, attacks it (FGSM, PGD, APGD, DeepFool through ART), defends
+the attacked images (CSC with one basis and with a basis set, each with the
+original and a retrained classifier; JPEG, median, bit depth, TV), adds a
+transfer control, attacks every row adaptively through its defense (BPDA-PGD
+with restarts, then APGD through ART; on the CSC rows PGD with the exact
+gradient of the unrolled solver; and a sweep over epsilon), checks its own
+numbers (convergence, accuracy near zero at the largest epsilon, adaptive <=
+oblivious) and writes into the output folder:
 
 - ``results.csv`` (one row per cell: defense, attack, accuracy, se, n) and
   ``results.md`` (the main table, the sanity checks, a verdict written from
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "python -m pipeline.evaluate",
         "Attack a classifier, defend with CSC and baselines, write the accuracy table and plots.",
-        config_help="a built-in task (scenes, digits; default scenes), or the config (a shipped "
-        "name or a YAML path) of your data set, with --classifier", default_config="scenes")
+        config_help="a built-in task (textures, digits, scenes; default textures), or the config "
+        "(a shipped name or a YAML path) of your data set, with --classifier",
+        default_config="textures")
     flags = parser.add_argument_group("shortcuts for the config's evaluate section "
                                       "(defaults: python -m pipeline.evaluate --print-config)")
     flags.add_argument("--classifier", metavar="MODEL",

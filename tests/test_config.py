@@ -9,13 +9,14 @@ import pytest
 from pipeline.config import ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["sample", "photos", "imagenet", "cifar10", "scenes", "digits"])
+@pytest.mark.parametrize("name", ["sample", "photos", "imagenet", "cifar10", "textures", "scenes",
+                                  "digits"])
 def test_shipped_configs_load(name):
     config = load_config(name)
     assert config.name == name and config.csc.lmbda == 0.2 and config.csc.max_iter == 200
     assert str(config.store_path).endswith(f"{name}.zarr")
     assert config.learn.clusters == 10 and config.learn.dictionary.method == "online"
-    assert config.evaluate.task == (name if name in ("scenes", "digits") else None)
+    assert config.evaluate.task == (name if name in ("textures", "scenes", "digits") else None)
 
 
 def test_learn_and_evaluate_sections_are_read_and_checked_like_the_rest(tmp_path):
@@ -35,7 +36,8 @@ def test_learn_and_evaluate_sections_are_read_and_checked_like_the_rest(tmp_path
         load_config("sample", ["learn.clusters=0"])
     with pytest.raises(ConfigError, match="learn.dictionary.lmbda must be > 0, got 0"):
         load_config("sample", ["learn.dictionary.lmbda=0"])
-    with pytest.raises(ConfigError, match="evaluate.task must be one of 'scenes', 'digits' or "
+    with pytest.raises(ConfigError, match="evaluate.task must be one of 'textures', 'scenes', "
+                                          "'digits' or "
                                           "null, got 'cifar'"):
         load_config("sample", ["evaluate.task=cifar"])
     with pytest.raises(ConfigError, match="evaluate.bpda_images must be >= 1 or null, got 0"):

@@ -14,7 +14,7 @@ from PIL import Image
 from evaluation.classifier import SmallCNN, to_tensor
 from evaluation.defense import CSCDefense
 from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, eps_label, evaluate
-from evaluation.tasks import digits, scenes
+from evaluation.tasks import TEXTURES, digits, load_task, scenes
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
 from pipeline.config import EvaluateConfig
@@ -29,6 +29,30 @@ def patches() -> tuple[np.ndarray, np.ndarray]:
     """Ten 32x32 test patches of the scenes task (one per photograph) and their labels."""
     task = scenes(train_per_class=1, test_per_class=1)
     return task.test_images, task.test_labels
+
+
+def test_textures_task_leaves_texture_as_the_only_cue_and_no_test_patch_in_training():
+    task = load_task("textures", test_images=90, train_images=180)
+    assert task.classes == list(TEXTURES) and task.test_images.shape == (90, 32, 32, 3)
+    assert task.train_images.shape == (180, 32, 32, 3) and task.train_images.dtype == np.float32
+    assert np.bincount(task.test_labels).tolist() == [10] * 9
+    grey = task.test_images[..., 0]
+    assert np.array_equal(task.test_images[..., 1], grey)  # no colour
+    for images, labels in ((task.train_images, task.train_labels), (grey, task.test_labels)):
+        means = images.reshape(len(images), -1).mean(1)
+        deviations = images.reshape(len(images), -1).std(1)
+        for label in range(9):  # every class: the same brightness and contrast
+            assert abs(means[labels == label].mean() - 0.5) < 0.01
+            assert abs(deviations[labels == label].mean() - 0.1) < 0.01
+    # Test patches come from the right 40 % of each photograph: none equals a training patch.
+    train = {patch.tobytes() for patch in task.train_images}
+    assert not any(patch.tobytes() in train for patch in task.test_images)
+    again = load_task("textures", test_images=90, train_images=180)
+    assert np.array_equal(again.test_images, task.test_images)  # seeded
+    # None of the photographs trained the shipped bases (colour photographs only).
+    from pipeline.datasets import photographs
+
+    assert not set(TEXTURES) & set(photographs())
 
 
 def test_csc_defense_equals_the_pipelines_reconstruction(client, patches, tmp_path):
