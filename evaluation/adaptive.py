@@ -46,12 +46,16 @@ NEVER = -1
 @dataclass(frozen=True)
 class Budget:
     """Iterations of the adaptive attacks: BPDA-PGD ``steps`` x ``restarts``; APGD
-    ``apgd_steps`` x ``apgd_restarts`` for each of its two losses."""
+    ``apgd_steps`` x ``apgd_restarts`` for each of its two losses; APGD-T and FAB-T
+    ``apgd_steps`` for each of ``target_classes``; Square ``square_queries``
+    (:mod:`evaluation.autoattack`; 0: not run)."""
 
     steps: int = 100
     restarts: int = 5
     apgd_steps: int = 100
     apgd_restarts: int = 1
+    target_classes: int = 9
+    square_queries: int = 5000
 
     @property
     def iterates(self) -> int:
@@ -219,18 +223,29 @@ def exact_pgd(model: nn.Module, defense: nn.Module, images: np.ndarray, labels: 
 
 def attack_through_defense(model: nn.Module, defense: nn.Module, images: np.ndarray,
                    labels: np.ndarray, *, eps: float, budget: Budget, seed: int = 0,
-                   apgd: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """One task of the evaluation: BPDA-PGD, then (``apgd``) APGD-CE and -DLR on its survivors.
+                   apgd: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One task of the evaluation: BPDA-PGD, then (``apgd``) the whole of standard AutoAttack
+    on its survivors: APGD-CE and -DLR (ART), then APGD-T, FAB-T and Square
+    (:func:`evaluation.autoattack.rest_of_autoattack`).
 
-    Returns ``(fooled_at, robust)``: BPDA-PGD's (N,) first fooling iterate
-    (:func:`bpda_pgd`) and the (N,) bool still standing after all three
-    attacks (None without ``apgd``).
+    Returns ``(fooled_at, standing)``: BPDA-PGD's (N,) first fooling iterate
+    (:func:`bpda_pgd`) and, per attack after it ("APGD", then
+    :data:`~evaluation.autoattack.REST`), the (N,) bool still standing after it
+    and every attack before it (empty without ``apgd``).
     """
+    from evaluation.autoattack import rest_of_autoattack
+
     fooled_at = bpda_pgd(model, defense, images, labels, eps=eps, steps=budget.steps,
                          restarts=budget.restarts, seed=seed)
     if not apgd:
-        return fooled_at, None
+        return fooled_at, {}
     defended = None if isinstance(defense, nn.Identity) else defense
     robust = adaptive_autoattack(model, defended, images, labels, fooled_at == NEVER, eps=eps,
                                  budget=budget, seed=seed)
-    return fooled_at, robust
+    standing = {"APGD": robust}
+    if budget.square_queries:
+        standing.update(rest_of_autoattack(
+            model, defense, images, labels, robust, eps=eps, steps=budget.apgd_steps,
+            target_classes=budget.target_classes, square_queries=budget.square_queries,
+            seed=seed))
+    return fooled_at, standing

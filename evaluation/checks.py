@@ -11,7 +11,10 @@ Athalye et al. 2018, an evaluation is trusted only when its own numbers pass:
   row, on the same images (:func:`adaptive_not_weaker`);
 - on the CSC rows, PGD with the exact gradient of the unrolled solver is at
   least as strong as BPDA-PGD, or the gradients' cosine says why not
-  (:func:`exact_not_weaker`).
+  (:func:`exact_not_weaker`);
+- the gradient-free Square finds (almost) nothing that every gradient attack
+  missed; where it does, the row masks its gradient and the verdict says so
+  (:func:`gradient_masking`).
 
 Plain functions over per-image results; each returns :class:`Check` lines
 that the report prints, a failed one as a warning.
@@ -28,6 +31,10 @@ from evaluation.adaptive import NEVER, accuracy_curve
 CONVERGED_SHARE = 0.01
 """Images first fooled in the last quarter of the iterates, as a share of n, that still
 count as converged (at least one image is always allowed)."""
+
+MASKING_SHARE = 0.05
+"""Images that only Square fooled, as a share of n, above which a row is flagged as masking
+its gradient (and at least two images)."""
 
 LARGEST_EPS_ACCURACY = 0.1
 """Accuracy every row must fall to at the sweep's largest budget."""
@@ -117,6 +124,33 @@ def exact_not_weaker(correct: dict[tuple[str, str], np.ndarray], exact: str, bpd
     return checks
 
 
+def gradient_masking(standing: dict[str, dict[str, np.ndarray]],
+                     exact_fooled_at: dict[str, np.ndarray]) -> list[Check]:
+    """Per row: did Square, which uses no gradient, fool images that every gradient attack
+    (BPDA-PGD, APGD-CE/DLR, APGD-T, FAB-T and, on CSC rows, exact-PGD) left standing?
+
+    ``standing`` is :attr:`evaluation.flow.Evaluation.standing`; rows without
+    Square are skipped.  More than :data:`MASKING_SHARE` of n (and at least two
+    images) fails the check: the gradient attacks are blind on that row.
+    """
+    checks = []
+    for row, after in standing.items():
+        if "Square" not in after:
+            continue
+        gradient_proof = list(after.values())[-2].copy()  # standing before Square
+        if row in exact_fooled_at:
+            gradient_proof &= exact_fooled_at[row] == NEVER
+        only_square = int(np.sum(gradient_proof & ~after["Square"]))
+        n, resisted = len(gradient_proof), int(np.sum(gradient_proof))
+        masked = only_square >= 2 and only_square > MASKING_SHARE * n
+        checks.append(Check(not masked, (
+            f"{row}: the gradient-free Square fooled {only_square} of the {resisted} images "
+            f"(of {n}) that every gradient attack left standing"
+            + ("; gradient masking: the gradient attacks are blind on this row, so its "
+               "gradient-based numbers overstate it" if masked else ""))))
+    return checks
+
+
 def verdict(correct: dict[tuple[str, str], np.ndarray], *, csc_rows: list[str],
             baselines: list[str], oblivious: str, adaptive: str, images: np.ndarray,
             checks: list[Check]) -> str:
@@ -152,6 +186,10 @@ def verdict(correct: dict[tuple[str, str], np.ndarray], *, csc_rows: list[str],
         best = max(measured, key=lambda row: acc(row, adaptive)[0])
         parts.append(f"The best baseline under the same attack is {best} with "
                      f"{acc(best, adaptive)[0]:.3f}.")
+    masked = [c.text.split(":")[0] for c in checks if not c.ok and "gradient masking" in c.text]
+    if masked:
+        parts.append(f"Gradient masking on {', '.join(masked)}: Square, which uses no "
+                     "gradient, fooled images that every gradient attack left standing.")
     failed = [c for c in checks if not c.ok]
     parts.append(f"All {len(checks)} sanity checks passed." if not failed else
                  f"{len(failed)} of {len(checks)} sanity checks failed (listed above): "

@@ -90,7 +90,8 @@ class EvaluateOptions:
     def budget(self) -> Budget:
         """The main adaptive attacks' iterations."""
         s = self.settings
-        return Budget(s.bpda_steps, s.bpda_restarts, s.apgd_steps, s.apgd_restarts)
+        return Budget(s.bpda_steps, s.bpda_restarts, s.apgd_steps, s.apgd_restarts,
+                      s.target_classes, s.square_queries)
 
     @property
     def exact_budget(self) -> Budget:
@@ -121,6 +122,9 @@ class Evaluation:
     # between BPDA's and the exact gradient (evaluation.adaptive.exact_pgd)
     exact_fooled_at: dict[str, np.ndarray] = field(default_factory=dict)
     gradient_cosine: dict[str, np.ndarray] = field(default_factory=dict)
+    # per row, after BPDA-PGD: the images still standing after each attack of AutoAttack and
+    # every attack before it ("APGD" for APGD-CE and -DLR, then evaluation.autoattack.REST)
+    standing: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     # the test images (indices, sorted) the main adaptive attacks and the sweep ran on
     adaptive_images: np.ndarray = field(default_factory=lambda: np.arange(0))
     sweep_images: np.ndarray = field(default_factory=lambda: np.arange(0))
@@ -157,6 +161,12 @@ def adaptive_columns(options: EvaluateOptions) -> list[str]:
     worst case over every attack at that budget (adaptive and oblivious)."""
     label = eps_label(options.main_eps)
     return [f"BPDA-PGD {label}", f"BPDA+APGD {label}", f"worst case {label}"]
+
+
+def autoattack_column(options: EvaluateOptions) -> str:
+    """BPDA-PGD, then the whole of standard AutoAttack through the defense (APGD-CE, APGD-DLR,
+    APGD-T, FAB-T, Square), each on the images the attacks before left standing."""
+    return f"BPDA+AutoAttack {eps_label(options.main_eps)}"
 
 
 def exact_column(options: EvaluateOptions) -> str:
@@ -352,6 +362,7 @@ def _subset(total: int, n: int | None, seed: int) -> np.ndarray:
 def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
     """Join the finished chunks of each (row, budget) and write their cells into ``result``."""
     bpda, both, worst = adaptive_columns(options)
+    autoattack = autoattack_column(options)
     at_main = [c for c, name, eps in attack_columns(options)
                if eps == options.main_eps and name != "none"]
     parts: dict[tuple[str, float | str | None], list] = {}
@@ -374,16 +385,24 @@ def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
         if eps is None:
             result.fooled_at[row] = fooled_at
             result.correct[row, bpda] = fooled_at == NEVER
-            result.correct[row, both] = np.concatenate([robust for _, (_, robust) in chunks])
+            standing = {name: np.concatenate([after[name] for _, (_, after) in chunks])
+                        for name in chunks[0][1][1]}
+            result.standing[row] = standing
+            result.correct[row, both] = standing["APGD"]
+            if len(standing) > 1:
+                result.correct[row, autoattack] = standing[list(standing)[-1]]
             # AutoAttack's rule across every attack at this budget: robust only if none fooled it
             exact = result.correct.get((row, exact_column(options)))
             result.correct[row, worst] = np.logical_and.reduce(
-                [result.correct[row, both]] + [result.correct[row, c][result.adaptive_images]
+                [result.correct[row, both], *standing.values()]
+                + [result.correct[row, c][result.adaptive_images]
                                                for c in at_main]
                 + ([] if exact is None else [exact]))
             log.info("%s: %s %.3f, %s %.3f, %s %.3f", row, bpda,
                      result.correct[row, bpda].mean(), both, result.correct[row, both].mean(),
                      worst, result.correct[row, worst].mean())
+            log.info("%s: still standing after %s", row, ", ".join(
+                f"{name} {after.mean():.3f}" for name, after in standing.items()))
         else:
             result.sweep_fooled_at[row, eps] = fooled_at
             result.correct[row, sweep_column(eps)] = fooled_at == NEVER

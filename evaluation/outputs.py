@@ -15,6 +15,7 @@ from evaluation.flow import (
     Evaluation,
     adaptive_columns,
     attack_columns,
+    autoattack_column,
     eps_label,
     exact_column,
     main_pgd_column,
@@ -47,7 +48,7 @@ def summary_columns(options: EvaluateOptions) -> list[str]:
 def _adaptive(options: EvaluateOptions) -> list[str]:
     """The main budget's adaptive columns, exact-gradient PGD before the worst case."""
     bpda, both, worst = adaptive_columns(options)
-    return [bpda, both, exact_column(options), worst]
+    return [bpda, both, autoattack_column(options), exact_column(options), worst]
 
 
 def sanity_checks(result: Evaluation, options: EvaluateOptions,
@@ -65,6 +66,7 @@ def sanity_checks(result: Evaluation, options: EvaluateOptions,
                                         result.adaptive_images),
             *checks.exact_not_weaker(result.correct, exact_column(options), bpda,
                                      result.gradient_cosine),
+            *checks.gradient_masking(result.standing, result.exact_fooled_at),
             *checks.adaptive_not_weaker(result.correct, rows,
                                         [(sweep_column(eps), f"PGD {label}")
                                          for eps, label in labels.items()],
@@ -100,7 +102,8 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
         "pgd_steps": settings.pgd_steps, "adaptive": {
             "budget": settings.budget, "bpda_steps": settings.bpda_steps,
             "bpda_restarts": settings.bpda_restarts, "apgd_steps": settings.apgd_steps,
-            "apgd_restarts": settings.apgd_restarts, "bpda_images": settings.bpda_images,
+            "apgd_restarts": settings.apgd_restarts, "target_classes": settings.target_classes,
+            "square_queries": settings.square_queries, "bpda_images": settings.bpda_images,
             "sweep_steps": settings.sweep_steps, "sweep_restarts": settings.sweep_restarts,
             "sweep_images": settings.sweep_images},
         "retrain_images": settings.retrain_images, "epochs": settings.epochs,
@@ -147,6 +150,10 @@ def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
         f"{budget.steps} steps x {budget.restarts} restarts, worst iterate; BPDA+APGD: "
         f"then APGD-CE and APGD-DLR ({budget.apgd_steps} iterations x "
         f"{budget.apgd_restarts} restarts, through ART) on the images left standing; "
+        f"BPDA+AutoAttack: then the rest of standard AutoAttack (the reference package), "
+        f"each on the images still standing: APGD-T and FAB-T ({budget.apgd_steps} "
+        f"iterations for each of {budget.target_classes} target classes) and the "
+        f"gradient-free Square ({budget.square_queries} queries); "
         f"exact-PGD (CSC rows): PGD with the exact gradient, back-propagated through the "
         f"unrolled solver, {options.exact_budget.steps} steps x "
         f"{options.exact_budget.restarts} restarts; worst "

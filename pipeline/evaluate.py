@@ -7,10 +7,11 @@ trains a small CNN, attacks it (FGSM, PGD, APGD, DeepFool through ART), defends
 the attacked images (CSC with one basis and with a basis set, each with the
 original and a retrained classifier; JPEG, median, bit depth, TV), adds a
 transfer control, attacks every row adaptively through its defense (BPDA-PGD
-with restarts, then APGD through ART; on the CSC rows PGD with the exact
-gradient of the unrolled solver; and a sweep over epsilon), checks its own
-numbers (convergence, accuracy near zero at the largest epsilon, adaptive <=
-oblivious) and writes into the output folder:
+with restarts, then APGD-CE/DLR through ART and APGD-T, FAB-T and Square from
+AutoAttack; on the CSC rows PGD with the exact gradient of the unrolled solver;
+and a sweep over epsilon), checks its own numbers (convergence, accuracy near
+zero at the largest epsilon, adaptive <= oblivious, gradient masking) and
+writes into the output folder:
 
 - ``results.csv`` (one row per cell: defense, attack, accuracy, se, n) and
   ``results.md`` (the main table, the sanity checks, a verdict written from

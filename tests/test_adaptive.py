@@ -11,11 +11,18 @@ from evaluation.adaptive import (
     Budget,
     accuracy_curve,
     adaptive_autoattack,
+    attack_through_defense,
     bpda_pgd,
     step_sizes,
 )
+from evaluation.autoattack import REST, rest_of_autoattack
 from evaluation.baselines import BASELINES
-from evaluation.checks import adaptive_not_weaker, convergence, sweep_reaches_zero
+from evaluation.checks import (
+    adaptive_not_weaker,
+    convergence,
+    gradient_masking,
+    sweep_reaches_zero,
+)
 from evaluation.classifier import to_tensor, train_classifier
 from evaluation.defense import CSCDefense, TransformDefense
 from evaluation.tasks import scenes
@@ -128,3 +135,52 @@ def test_the_sanity_checks_flag_what_they_should():
     assert found[0].ok  # on its own images the oblivious attack also left all 10
     found = adaptive_not_weaker(correct, ["row"], [("BPDA", "PGD")], np.arange(10))
     assert not found[0].ok and "1.000 > PGD 0.000 (same 10 images)" in found[0].text
+
+
+
+def test_apgd_t_fab_t_and_square_each_lower_an_undefended_models_accuracy(trained):
+    model, images, labels = trained
+    with torch.no_grad():
+        right = model(to_tensor(images)).argmax(1).numpy() == labels
+    assert right.sum() >= 10
+    budget = dict(eps=8 / 255, steps=10, target_classes=3, square_queries=300)
+    for name in REST:  # each on its own, on the images the model gets right
+        standing = rest_of_autoattack(model, torch.nn.Identity(), images, labels, right,
+                                      attacks=(name,), **budget)[name]
+        assert not np.any(standing & ~right)  # only the images standing before are attacked
+        assert standing.sum() <= right.sum() - 3, name
+    after = rest_of_autoattack(model, torch.nn.Identity(), images, labels, right, **budget)
+    assert list(after) == list(REST)
+    assert np.all(after["Square"] <= after["FAB-T"]) and np.all(after["FAB-T"] <= after["APGD-T"])
+
+
+class Quantiser(torch.nn.Module):
+    """Two bits per channel with its true gradient, zero almost everywhere: a defense that
+    masks its gradient."""
+
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+def test_a_defense_that_masks_its_gradient_is_flagged_by_square(trained):
+    model, images, labels = trained
+    budget = dict(eps=16 / 255, steps=5, target_classes=2, square_queries=300)
+    fooled_at = bpda_pgd(model, Quantiser(), images, labels, eps=16 / 255, steps=5)
+    standing = {"APGD": fooled_at == NEVER, **rest_of_autoattack(
+        model, Quantiser(), images, labels, fooled_at == NEVER, **budget)}
+    gradient_proof = standing["FAB-T"]
+    assert gradient_proof.sum() >= 4  # the zero gradient stops every gradient attack
+    only_square = int((gradient_proof & ~standing["Square"]).sum())
+    assert only_square >= 2  # but not the attack that only queries
+    found = gradient_masking({"bit depth 2": standing}, {})
+    assert not found[0].ok and "gradient masking" in found[0].text
+    assert f"Square fooled {only_square} of the {gradient_proof.sum()} images" in found[0].text
+    # Through BPDA's identity gradient the gradient attacks see the classifier again, and
+    # leave Square (almost) nothing.
+    bpda = TransformDefense(lambda batch: np.round(batch * 3) / 3, "bit depth 2")
+    fooled_at, standing = attack_through_defense(
+        model, bpda, images, labels, eps=16 / 255, seed=0,
+        budget=Budget(steps=5, restarts=1, apgd_steps=5, target_classes=2, square_queries=300))
+    assert list(standing) == ["APGD", *REST]
+    assert standing["FAB-T"].sum() < gradient_proof.sum()
+    assert gradient_masking({"bit depth 2": standing}, {})[0].ok

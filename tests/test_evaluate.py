@@ -159,8 +159,9 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     # Smaller than the command's defaults: one basis set, 300 images to retrain on, the
     # adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep with 10 steps.
     settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=300, bpda_images=20,
-                              bpda_steps=20, bpda_restarts=2, apgd_steps=5, sweep_steps=10,
-                              sweep_images=20, exact_steps=2)
+                              bpda_steps=20, bpda_restarts=2, apgd_steps=5, target_classes=1,
+                              square_queries=20, sweep_steps=10, sweep_images=20,
+                              exact_steps=2)
     options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
     bases = {"CSC per-cluster": open_bases(STRATIFIED_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
@@ -180,7 +181,8 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
                     "CSC per-cluster, retrained", "JPEG q75", "median 3x3", "bit depth 3", "TV"]
     assert columns[:2] == ["clean", "FGSM " + EPSILONS_LABELS[name][0]]
     assert {c.split()[0] for c in columns} == {"clean", "FGSM", "PGD", "APGD", "DeepFool",
-                                               "BPDA-PGD", "BPDA+APGD", "exact-PGD", "worst"}
+                                               "BPDA-PGD", "BPDA+APGD", "BPDA+AutoAttack",
+                                               "exact-PGD", "worst"}
 
     # The adaptive attacks: on every row but the transfer control, on the same 20 images.
     adaptive = [row for row in rows if row != "transfer control"]
@@ -192,7 +194,10 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     for row in adaptive:
         bpda, both, worst = (result.correct[row, f"{kind} {label}"]
                              for kind in ("BPDA-PGD", "BPDA+APGD", "worst case"))
-        assert np.all(both <= bpda) and np.all(worst <= both)  # each adds attacks
+        autoattack = result.correct[row, f"BPDA+AutoAttack {label}"]
+        assert np.all(both <= bpda) and np.all(autoattack <= both)  # each adds attacks
+        assert np.all(worst <= autoattack)
+        assert list(result.standing[row]) == ["APGD", "APGD-T", "FAB-T", "Square"]
         if row.startswith("CSC"):  # and on CSC rows, PGD with the unrolled solver's gradient
             assert np.all(worst <= result.correct[row, f"exact-PGD {label}"])
             cosine = result.gradient_cosine[row]
@@ -218,6 +223,8 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     assert len(largest) == len(adaptive)
     assert len([c for c in checks if "cosine between the exact and the BPDA" in c.text]) \
         == len(csc_rows)
+    assert len([c for c in checks if "the gradient-free Square fooled" in c.text]) \
+        == len(adaptive)
     for check in largest:  # every row, defended or not, is broken at the largest budget
         assert check.ok, check.text
     for check in not_weaker:  # the gradient through CSC is the intended one: at the main
@@ -239,8 +246,8 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
         for column, values in per_image["correct"][row].items():
             assert values == result.correct[row, column].astype(int).tolist()
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    oblivious = len([c for c in columns if c.split()[0] not in ("BPDA-PGD", "BPDA+APGD",
-                                                                "exact-PGD", "worst")])
+    oblivious = len([c for c in columns if c.split()[0] not in (
+        "BPDA-PGD", "BPDA+APGD", "BPDA+AutoAttack", "exact-PGD", "worst")])
     assert len(csv_lines) == (1 + 8 * oblivious + 7 * (len(columns) - oblivious - 1)
                               + len(csc_rows))  # exact-PGD: the CSC rows only
     for plot in ("accuracy_vs_eps.png", "adaptive_vs_eps.png", "adaptive_convergence.png",
@@ -277,7 +284,7 @@ def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     common = ["--out", str(tmp_path / "out"), "--test-images", "8", "--pgd-steps", "2",
               "--bpda-steps", "1", "--set", "evaluate.bpda_restarts=1", "--set",
               "evaluate.apgd_steps=2", "--set", "evaluate.sweep_steps=1", "--set",
-              "evaluate.exact_steps=1", "--workers", "2",
+              "evaluate.exact_steps=1", "--set", "evaluate.square_queries=20", "--workers", "2",
               "--dashboard-address", "127.0.0.1:0"]
     assert main([str(tmp_path / "mine.yaml"), *common]) == 2
     assert "evaluating your own data needs your classifier" in capsys.readouterr().err
