@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluation.autoattack import rest_of_autoattack
 from evaluation.classifier import to_tensor
 
 NEVER = -1
@@ -233,8 +234,6 @@ def attack_through_defense(model: nn.Module, defense: nn.Module, images: np.ndar
     :data:`~evaluation.autoattack.REST`), the (N,) bool still standing after it
     and every attack before it (empty without ``apgd``).
     """
-    from evaluation.autoattack import rest_of_autoattack
-
     fooled_at = bpda_pgd(model, defense, images, labels, eps=eps, steps=budget.steps,
                          restarts=budget.restarts, seed=seed)
     if not apgd:

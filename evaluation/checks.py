@@ -137,7 +137,7 @@ def gradient_masking(standing: dict[str, dict[str, np.ndarray]],
     for row, after in standing.items():
         if "Square" not in after:
             continue
-        gradient_proof = list(after.values())[-2].copy()  # standing before Square
+        gradient_proof = after["FAB-T"].copy()  # standing before Square
         if row in exact_fooled_at:
             gradient_proof &= exact_fooled_at[row] == NEVER
         only_square = int(np.sum(gradient_proof & ~after["Square"]))

@@ -51,13 +51,14 @@ from pipeline.store import read_images
 
 log = logging.getLogger(__name__)
 
-EPSILONS = {"textures": (4 / 255, 8 / 255, 16 / 255), "scenes": (4 / 255, 8 / 255, 16 / 255),
-            "digits": (0.05, 0.1, 0.2)}
+_IN_GREY_LEVELS = (4 / 255, 8 / 255, 16 / 255)
+_SWEEP_IN_GREY_LEVELS = tuple(k / 255 for k in (2, 4, 8, 16, 32, 64))
+
+EPSILONS = {"textures": _IN_GREY_LEVELS, "scenes": _IN_GREY_LEVELS, "digits": (0.05, 0.1, 0.2)}
 """L-inf budgets per task; the middle one is the main budget (the adaptive attacks, the
 plots' examples)."""
 
-SWEEP = {"textures": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
-         "scenes": tuple(k / 255 for k in (2, 4, 8, 16, 32, 64)),
+SWEEP = {"textures": _SWEEP_IN_GREY_LEVELS, "scenes": _SWEEP_IN_GREY_LEVELS,
          "digits": (0.025, 0.05, 0.1, 0.2, 0.3, 0.4)}
 """L-inf budgets of the adaptive sweep per task: from small to where nothing should survive."""
 
@@ -389,12 +390,13 @@ def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
                         for name in chunks[0][1][1]}
             result.standing[row] = standing
             result.correct[row, both] = standing["APGD"]
+            after_all = list(standing.values())[-1]  # each attack ran on the last's survivors
             if len(standing) > 1:
-                result.correct[row, autoattack] = standing[list(standing)[-1]]
+                result.correct[row, autoattack] = after_all
             # AutoAttack's rule across every attack at this budget: robust only if none fooled it
             exact = result.correct.get((row, exact_column(options)))
             result.correct[row, worst] = np.logical_and.reduce(
-                [result.correct[row, both], *standing.values()]
+                [after_all]
                 + [result.correct[row, c][result.adaptive_images]
                                                for c in at_main]
                 + ([] if exact is None else [exact]))
