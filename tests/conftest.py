@@ -13,32 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-BASIS_64 = REFERENCE / "basis" / "basis_64" / "64_p8_lm0.2.npy"
-
-
-def write_photos(root: Path) -> Path:
-    """An ImageNet-style folder of 12 real photograph crops (64x64 tiles of the embedded
-    sample, as JPEG) in two classes, ``cups`` and ``cats``; returns ``root``."""
-    from PIL import Image
-
-    from pipeline.datasets import sample
-
-    dataset = sample()
-    for i, index in enumerate(range(0, 348, 29)):
-        folder = root / ("cats" if i % 2 else "cups")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(dataset.items[index]).save(folder / f"photo_{i:02d}.jpg", quality=95)
-    return root
-
-
-def normalised(filters: np.ndarray) -> np.ndarray:
-    """Make every filter zero-mean per channel and unit-norm, as a basis must be."""
-    filters = filters - filters.mean(axis=(0, 1), keepdims=True)
-    return (filters / np.linalg.norm(filters.reshape(-1, filters.shape[-1]), axis=0)).astype(
-        np.float32
-    )
+from helpers import BASIS_64, normalised
 
 
 @pytest.fixture
@@ -64,9 +39,3 @@ def client():
     cluster = client.cluster
     client.close()
     cluster.close()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two images in [0, 1]."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import normalised, write_photos
+from helpers import RUNTIME, normalised, write_photos
 
 from pipeline.basis import STRATIFIED_SET as SHIPPED_SET
 from pipeline.basis import file_sha256
@@ -55,7 +55,7 @@ def config(root: Path) -> str:
 
 
 def run(root: Path, *args: str) -> int:
-    return main([config(root), *args, "--workers", "2", "--dashboard-address", "127.0.0.1:0"])
+    return main([config(root), *args, *RUNTIME])
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -160,7 +160,7 @@ def test_bad_artefact_is_one_sentence_before_any_work(workspace, case, capsys):
     args = make(workspace)
     before = snapshot(workspace)
     capsys.readouterr()
-    assert main([*args, "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 2
+    assert main([*args, *RUNTIME]) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback" not in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, normalised
+from helpers import REFERENCE, normalised
 
 from pipeline.basis import (
     DEFAULT_BASIS,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import psnr
+from helpers import psnr
 from sporco import signal
 
 from pipeline import batched

@@ -6,19 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import launch
 
 from pipeline import evaluate, learn, reconstruct
 from pipeline.cli import Job, local_workers
 from pipeline.config import CONVERGED_MAX_ITER, Config, load_config
 
-RUNTIME = ["--workers", "1", "--dashboard-address", "127.0.0.1:0"]
+RUNTIME = ["--workers", "1", "--dashboard-address", "127.0.0.1:0"]  # one worker is enough here
 
 
 def injected_bug(*args, **kwargs):
@@ -137,9 +137,7 @@ def test_shortcut_flags_set_config_keys(capsys):
 
 def start(module: str, *args: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
     """Start a command in its own process group; its output lines are collected as they come."""
-    process = subprocess.Popen([sys.executable, "-m", module, *args, *RUNTIME], cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process = launch(module, *args, *RUNTIME, cwd=cwd)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     return process, lines

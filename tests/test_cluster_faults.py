@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +18,22 @@ import numpy as np
 import psutil
 import pytest
 import zarr
-from conftest import write_photos
-from dask_processes import DaskProcesses
+from helpers import (
+    SLOW_SOLVES,
+    finished,
+    launch,
+    overrides,
+    wait_until_done,
+    write_config,
+    write_photos,
+)
+from helpers.dask_processes import DaskProcesses
 
 from pipeline.basis import DEFAULT_BASIS
 
 pytestmark = pytest.mark.slow
 
 N = 12
-# Each 32x32 solve runs all its iterations (about 1 s), so a run lasts long enough to hit.
-SLOW_SOLVES = ["--set", "csc.max_iter=800", "--set", "csc.rel_stop_tol=1.0e-9"]
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +41,18 @@ def folder(tmp_path_factory):
     """12 real photograph crops in two classes, a config for them, and an uninterrupted run."""
     root = tmp_path_factory.mktemp("faults")
     write_photos(root / "photos")
-    (root / "photos.yaml").write_text(
-        f"dataset:\n  source: folder\n  path: {root / 'photos'}\n  image_size: 32\n"
-        f"basis: {DEFAULT_BASIS}\ncompute:\n  images_per_task: 1\n"
-        f"store:\n  path: {root / 'photos.zarr'}\n")
+    write_config(root / "photos.yaml",
+                 dataset={"source": "folder", "path": str(root / "photos"), "image_size": 32},
+                 basis=str(DEFAULT_BASIS), compute={"images_per_task": 1},
+                 store={"path": str(root / "photos.zarr")})
     with DaskProcesses(workers=2) as dask:
-        full = reconstruct(root, "full.zarr", dask.address)
-        output = full.communicate(timeout=300)[0]
-        assert full.returncode == 0, output
+        finished(reconstruct(root, "full.zarr", dask.address))
     return root
 
 
 def reconstruct(root: Path, store: str, address: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.reconstruct", str(root / "photos.yaml"), "--out",
-         str(root / store), "--scheduler", address, *SLOW_SOLVES],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def wait_until_done(store: Path, count: int, timeout: float = 120) -> None:
-    chunks = store / "done" / "c"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if chunks.is_dir() and len(list(chunks.iterdir())) >= count:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{store}: fewer than {count} images done after {timeout} s")
+    return launch("pipeline.reconstruct", str(root / "photos.yaml"), "--out", str(root / store),
+                  "--scheduler", address, *overrides("csc", SLOW_SOLVES))
 
 
 def images(store: Path) -> np.ndarray:
@@ -141,11 +132,9 @@ def test_losing_the_scheduler_is_a_clear_error_in_bounded_time(folder):
 
 def test_a_worker_killed_while_learning_still_gives_the_same_basis_set(tmp_path):
     def learn(out: Path, address: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.learn", "--clusters", "2", "--out", str(out),
-             "--filters", "8", "--filter-size", "6", "--iterations", "30", "--dae-epochs", "2",
-             "--max-images", "64", "--scheduler", address],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return launch("pipeline.learn", "--clusters", "2", "--out", str(out), "--filters", "8",
+                      "--filter-size", "6", "--iterations", "30", "--dae-epochs", "2",
+                      "--max-images", "64", "--scheduler", address)
 
     with DaskProcesses(workers=2) as dask:
         whole = learn(tmp_path / "whole", dask.address)

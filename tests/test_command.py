@@ -10,15 +10,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from conftest import write_photos
+from helpers import (
+    RUNTIME,
+    SLOW_SOLVES,
+    finished,
+    launch,
+    wait_until_done,
+    write_config,
+    write_photos,
+)
 
 from pipeline.basis import DEFAULT_BASIS
 from pipeline.reconstruct import main
@@ -26,15 +32,15 @@ from pipeline.reconstruct import main
 pytestmark = pytest.mark.slow
 
 
-def write_config(folder: Path, images: Path, basis: Path, **csc) -> Path:
-    lines = ["dataset:", "  source: folder", f"  path: {images}", "  image_size: 32",
-             "  fit: center_crop", f"basis: {basis}", "csc:"]
-    lines += [f"  {k}: {v}" for k, v in {"max_iter": 200, **csc}.items()]
-    lines += ["compute:", "  images_per_task: 1"]  # so that a run can stop between images
-    lines += ["store:", f"  path: {folder / 'photos.zarr'}"]
-    path = folder / "photos.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def photos_config(folder: Path, images: Path, **csc) -> Path:
+    """A config of the photograph folder at 32x32, one image per task (so that a run can
+    stop between images), and its store beside it."""
+    return write_config(folder / "photos.yaml",
+                        dataset={"source": "folder", "path": str(images), "image_size": 32,
+                                 "fit": "center_crop"},
+                        basis=str(DEFAULT_BASIS), csc={"max_iter": 200, **csc},
+                        compute={"images_per_task": 1},
+                        store={"path": str(folder / "photos.zarr")})
 
 
 @pytest.fixture
@@ -42,18 +48,13 @@ def photos(tmp_path):
     return write_photos(tmp_path / "photos")
 
 
-def command(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.reconstruct", *args, "--workers",
-                             "2", "--dashboard-address", "127.0.0.1:0"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+def command(*args: str, cwd: Path):
+    return launch("pipeline.reconstruct", *args, *RUNTIME, cwd=cwd)
 
 
 def test_command_end_to_end_and_second_run_does_nothing(photos, tmp_path):
-    config = write_config(tmp_path, photos, DEFAULT_BASIS)
-    process = command(str(config), "--export", str(tmp_path / "png"), cwd=tmp_path)
-    output = process.communicate(timeout=300)[0]
-    assert process.returncode == 0, output
+    config = photos_config(tmp_path, photos)
+    output = finished(command(str(config), "--export", str(tmp_path / "png"), cwd=tmp_path))
     assert "Dask dashboard: http://127.0.0.1:" in output
     assert "12 of 12 images done" in output
     group = zarr.open_group(tmp_path / "photos.zarr", mode="r")
@@ -64,49 +65,35 @@ def test_command_end_to_end_and_second_run_does_nothing(photos, tmp_path):
     assert group.attrs["config"]["csc"]["lmbda"] == 0.2
     assert len(list((tmp_path / "png").rglob("*.png"))) == 12
 
-    again = command(str(config), cwd=tmp_path)
-    output = again.communicate(timeout=300)[0]
-    assert again.returncode == 0, output
+    output = finished(command(str(config), cwd=tmp_path))
     assert "12 of 12 images done" in output and "(0 this run)" in output
 
 
-# Every solve runs its 400 iterations (~0.1 s each), so a run lasts long enough to stop.
-SLOW_SOLVES = {"max_iter": 400, "rel_stop_tol": "1.0e-9"}
-
-
 def test_killed_run_resumes_to_the_same_array(photos, tmp_path):
-    config = write_config(tmp_path, photos, DEFAULT_BASIS, **SLOW_SOLVES)
+    config = photos_config(tmp_path, photos, **SLOW_SOLVES)
     full = command(str(config), "--out", str(tmp_path / "full.zarr"), cwd=tmp_path)
     assert full.wait(timeout=300) == 0
 
     store = tmp_path / "killed.zarr"
     victim = command(str(config), "--out", str(store), cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (store / "done" / "c").is_dir() and len(list((store / "done" / "c").iterdir())) >= 3:
-            break
-        time.sleep(0.05)
+    wait_until_done(store, 3)
     os.killpg(victim.pid, signal.SIGKILL)  # the client and its worker processes, mid-run
     victim.wait()
     done_at_kill = int(zarr.open_group(store, mode="r")["done"][:].sum())
     assert 3 <= done_at_kill < 12
 
-    resumed = command(str(config), "--out", str(store), cwd=tmp_path)
-    output = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, output
+    output = finished(command(str(config), "--out", str(store), cwd=tmp_path))
     assert f"resuming: {done_at_kill} of 12 images already done" in output
     expected = zarr.open_group(tmp_path / "full.zarr", mode="r")["images"][:]
     np.testing.assert_array_equal(zarr.open_group(store, mode="r")["images"][:], expected)
 
 
 def test_a_small_job_runs_on_threads_and_writes_what_processes_write(photos, tmp_path):
-    config = write_config(tmp_path, photos, DEFAULT_BASIS, max_iter=20)
+    config = photos_config(tmp_path, photos, max_iter=20)
     said = {}
     for kind in ("auto", "processes"):
-        process = command(str(config), "--out", str(tmp_path / f"{kind}.zarr"),
-                          "--local-workers", kind, cwd=tmp_path)
-        said[kind] = process.communicate(timeout=300)[0]
-        assert process.returncode == 0, said[kind]
+        said[kind] = finished(command(str(config), "--out", str(tmp_path / f"{kind}.zarr"),
+                                      "--local-workers", kind, cwd=tmp_path))
     assert "(LocalCluster of 2 worker threads in this process)" in said["auto"]
     assert "(LocalCluster of 2 worker processes)" in said["processes"]
     threads, processes = (zarr.open_group(tmp_path / f"{kind}.zarr", mode="r")["images"][:]
@@ -117,7 +104,7 @@ def test_a_small_job_runs_on_threads_and_writes_what_processes_write(photos, tmp
 def test_runs_on_an_existing_scheduler(photos, tmp_path, capsys):
     from distributed import LocalCluster
 
-    config = write_config(tmp_path, photos, DEFAULT_BASIS, max_iter=3)
+    config = photos_config(tmp_path, photos, max_iter=3)
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster:
         assert main([str(config), "--scheduler", cluster.scheduler_address]) == 0
@@ -130,10 +117,9 @@ def test_runs_on_an_existing_scheduler(photos, tmp_path, capsys):
 
 def test_a_failing_run_says_so_and_how_to_resume(photos, tmp_path,
                                                   capsys):
-    config = write_config(tmp_path, photos, DEFAULT_BASIS)
+    config = photos_config(tmp_path, photos)
     # 4x4 images cannot be coded with 8x8 filters: every task fails on the workers
-    assert main([str(config), "--set", "dataset.image_size=4", "--workers", "2",
-                 "--dashboard-address", "127.0.0.1:0"]) == 1
+    assert main([str(config), "--set", "dataset.image_size=4", *RUNTIME]) == 1
     err = capsys.readouterr().err
     assert "run failed: ValueError: image (4, 4) is smaller than the filters (8, 8)" in err
     assert "run the same command again to resume" in err and "Traceback" not in err
@@ -145,8 +131,7 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
     out = tmp_path / "set3"
     assert learn(["sample", "--clusters", "3", "--out", str(out), "--filters", "8",
                   "--filter-size", "6", "--iterations", "3", "--set",
-                  "learn.dictionary.batch_size=4", "--dae-epochs", "2", "--workers", "2",
-                  "--dashboard-address", "127.0.0.1:0"]) == 0
+                  "learn.dictionary.batch_size=4", "--dae-epochs", "2", *RUNTIME]) == 0
     err = capsys.readouterr().err
     assert f"wrote basis set {out}" in err
     assert f"reconstruct with it: python -m pipeline.reconstruct sample --basis-set {out}" in err
@@ -163,7 +148,7 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
 
     store = tmp_path / "sample.zarr"
     assert main(["sample", "--basis-set", str(out), "--set", "csc.max_iter=3", "--out",
-                 str(store), "--workers", "2", "--dashboard-address", "127.0.0.1:0"]) == 0
+                 str(store), *RUNTIME]) == 0
     group = zarr.open_group(store, mode="r")
     trained = ~np.isin(group["names"][:], manifest["held_out_images"])
     sizes = np.bincount(group["cluster"][:][trained], minlength=3)
@@ -172,14 +157,10 @@ def test_learn_then_reconstruct_with_the_set(tmp_path, capsys):
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(photos, tmp_path):
-    config = write_config(tmp_path, photos, DEFAULT_BASIS, **SLOW_SOLVES)
+    config = photos_config(tmp_path, photos, **SLOW_SOLVES)
     store = tmp_path / "photos.zarr"
     run = command(str(config), cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (store / "done" / "c").is_dir() and any((store / "done" / "c").iterdir()):
-            break
-        time.sleep(0.05)
+    wait_until_done(store, 1)
     os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: client and workers
     output = run.communicate(timeout=120)[0]
     assert run.returncode == 130, output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, psnr
+from helpers import REFERENCE, psnr
 from sporco import signal
 from sporco.admm import cbpdn
 

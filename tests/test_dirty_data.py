@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from helpers import RUNTIME, write_config
 from PIL import Image
 
 from pipeline.datasets import MAX_PIXELS, ImageReadError, read_image
@@ -73,13 +74,11 @@ def dirty(tmp_path) -> tuple[Path, set[str], set[str]]:
     (root / "secret.png").chmod(0o644)
 
 
-def write_config(folder: Path, images: Path) -> Path:
-    path = folder / "dirty.yaml"
-    path.write_text("\n".join([
-        "dataset:", "  source: folder", f"  path: {images}", "  image_size: 32",
-        "basis: default", "csc:", "  max_iter: 20", "store:", f"  path: {folder / 'd.zarr'}",
-    ]) + "\n")
-    return path
+def dirty_config(folder: Path, images: Path) -> Path:
+    return write_config(folder / "dirty.yaml",
+                        dataset={"source": "folder", "path": str(images), "image_size": 32},
+                        basis="default", csc={"max_iter": 20},
+                        store={"path": str(folder / "d.zarr")})
 
 
 @pytest.mark.parametrize("side", [12_000, 100_000])
@@ -95,9 +94,8 @@ def test_bomb_is_refused_from_its_header(tmp_path, side):
 
 def test_dirty_folder_good_images_done_bad_ones_listed(dirty, tmp_path, capsys):
     root, good, bad = dirty
-    config = write_config(tmp_path, root)
-    runtime = ["--workers", "2", "--dashboard-address", "127.0.0.1:0"]
-    assert main([str(config), *runtime]) == 0  # some images failed: still a success
+    config = dirty_config(tmp_path, root)
+    assert main([str(config), *RUNTIME]) == 0  # some images failed: still a success
     err = capsys.readouterr().err
     group = zarr.open_group(tmp_path / "d.zarr", mode="r")
     names = list(group["names"][:])
@@ -116,7 +114,7 @@ def test_dirty_folder_good_images_done_bad_ones_listed(dirty, tmp_path, capsys):
     for i, name in enumerate(names):  # good images hold pixels; CMYK and 16-bit converted
         assert (images[i].std() > 0) == (name in good)
 
-    assert main([str(config), "--strict", "--overwrite", *runtime]) == 1
+    assert main([str(config), "--strict", "--overwrite", *RUNTIME]) == 1
     assert "--strict stops at the first bad image" in capsys.readouterr().err
 
 
@@ -125,6 +123,6 @@ def test_nothing_readable_is_exit_1(tmp_path, capsys):
     root.mkdir()
     (root / "a.png").write_bytes(b"")
     (root / "b.jpg").write_text("text")
-    config = write_config(tmp_path, root)
+    config = dirty_config(tmp_path, root)
     assert main([str(config), "--workers", "1", "--dashboard-address", "127.0.0.1:0"]) == 1
     assert "no image could be reconstructed" in capsys.readouterr().err

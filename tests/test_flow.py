@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-from conftest import psnr
+from helpers import psnr
 from PIL import Image
 from sporco import signal
 from sporco.admm import cbpdn

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import zarr
+from helpers import RUNTIME
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_wheel_carries_the_configs_and_basis_sets(installed, tmp_path):
 def test_installed_commands_run_from_another_directory(installed, tmp_path):
     (tmp_path / "configs").mkdir()  # a configs/ folder here must not shadow the shipped ones
     (tmp_path / "configs" / "sample.yaml").write_text("dataset:\n  source: nowhere\n")
-    runtime = ["--workers", "2", "--dashboard-address", "127.0.0.1:0", "-q"]
+    runtime = [*RUNTIME, "-q"]
     reconstructed = run(installed, tmp_path, "-m", "pipeline.reconstruct", "sample",
                         "--set", "csc.max_iter=3", *runtime)
     assert reconstructed.returncode == 0, reconstructed.stderr

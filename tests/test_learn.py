@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import REFERENCE, normalised, psnr
+from helpers import REFERENCE, normalised, psnr
 
 from flows.learn import ClusterTooSmallError, learn_bases, split_images, validation_split
 from pipeline.basis import (

@@ -15,16 +15,15 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from conftest import write_photos
-from dask_processes import DaskProcesses
-from s3_server import ACCESS_KEY, SECRET_KEY, S3Server
+from helpers import SLOW_SOLVES, finished, launch, overrides, write_photos
+from helpers.dask_processes import DaskProcesses
+from helpers.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 
 from pipeline.basis import DEFAULT_BASIS
 from pipeline.config import ConfigError, load_config
@@ -32,8 +31,6 @@ from pipeline.lease import LeaseError, hold_lease
 from pipeline.storage import StorageOptions
 
 N = 12
-# Each 32x32 solve runs all its iterations (about 1 s), so a run lasts long enough to hit.
-SLOW_SOLVES = ["--set", "csc.max_iter=800", "--set", "csc.rel_stop_tol=1.0e-9"]
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +51,8 @@ def s3(tmp_path_factory):
 
 
 def reconstruct(s3: S3Server, config: str, out: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.reconstruct", str(s3.root / f"{config}.yaml"),
-         "--out", out, *SLOW_SOLVES, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def finished(run: subprocess.Popen, timeout: float = 300) -> str:
-    output = run.communicate(timeout=timeout)[0]
-    assert run.returncode == 0, output
-    return output
+    return launch("pipeline.reconstruct", str(s3.root / f"{config}.yaml"), "--out", out,
+                  *overrides("csc", SLOW_SOLVES), *args)
 
 
 def done_count(s3: S3Server, store: str) -> int:

@@ -15,7 +15,7 @@ import sys
 import dask
 import pytest
 import yaml
-from dask_processes import DaskProcesses
+from helpers.dask_processes import DaskProcesses
 
 import pipeline.worker
 from pipeline.runtime import WORKER_MALLOC, connect, disconnect, local_cluster_config

@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 
-from dask_processes import free_port
+from helpers.dask_processes import free_port
 
 ACCESS_KEY = "AKIATESTKEYNEVERSTORED"
 SECRET_KEY = "secret/never-stored-in-a-store-or-log+x7Q"
