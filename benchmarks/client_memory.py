@@ -38,8 +38,8 @@ import psutil
 
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
-from pipeline.csc import CSCOptions
 from pipeline.datasets import photo_tiles
+from pipeline.options import CSCOptions
 from pipeline.runtime import connect, disconnect
 from pipeline.worker import pre_spawn_environ
 

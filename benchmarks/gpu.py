@@ -5,7 +5,7 @@ printed as a JSON line as it finishes, and all of them written to ``--out``):
 
 * ``copy``: the GPU's copy bandwidth (a STREAM-like ``b.copy_(a)`` of 4 GiB,
   bytes read plus written per second): the roofline's ceiling;
-* ``solver``: images per second of :func:`pipeline.batched.reconstruct_and_count`
+* ``solver``: images per second of :func:`pipeline.torch_solver.reconstruct_and_count`
   with the shipped basis (64 filters of 8x8, lambda 0.2) on 64x64 photo tiles
   and on 224x224 crops of the bundled photographs, with the PyTorch path
   (``fuse=False``, the reference) and the fused Triton kernels
@@ -44,9 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import batched
+from pipeline import torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.datasets import (
     bundled_photographs,
     fit_image,
@@ -56,6 +55,7 @@ from pipeline.datasets import (
     to_float_rgb,
 )
 from pipeline.online_cdl import OnlineLearner, initial_filters
+from pipeline.options import CDLOptions, CSCOptions
 
 PARTS = ("copy", "solver", "iteration", "learner", "command")
 
@@ -104,11 +104,11 @@ def synchronize() -> None:
 
 
 def solve_rate(images: np.ndarray, basis: np.ndarray, *, fuse: bool | None, batch_size: int,
-               device: str = DEVICE) -> tuple[float, batched.Coded]:
+               device: str = DEVICE) -> tuple[float, torch_solver.Coded]:
     """Images per second of a whole reconstruction (transfers and finishing included)."""
     synchronize()
     started = time.perf_counter()
-    coded = batched.reconstruct_and_count(images, basis, CSCOptions(), batch_size=batch_size,
+    coded = torch_solver.reconstruct_and_count(images, basis, CSCOptions(), batch_size=batch_size,
                                           device=device, fuse=fuse)
     synchronize()
     return len(images) / (time.perf_counter() - started), coded
@@ -154,8 +154,8 @@ def iteration(images: np.ndarray, basis: np.ndarray, copy_gb_per_s: float | None
     """Milliseconds per iteration of a fixed batch (no image stops), profiled, per path."""
     options = CSCOptions(max_iter=30, rel_stop_tol=1e-12)  # no image stops early
     stack = torch.from_numpy(images).to(DEVICE).permute(0, 3, 1, 2)
-    _, high = batched.split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
-    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]), DEVICE)
+    _, high = torch_solver.split_low_high(stack, lmbda=options.filter_lmbda, pad=options.pad)
+    spectrum = torch_solver.dictionary_spectrum(basis, tuple(high.shape[-2:]), DEVICE)
     n, m = len(images), basis.shape[-1]
     height, width = spectrum.shape
     real_map = n * m * height * width * 4  # bytes of one (B, M, H, W) float32 array
@@ -168,17 +168,18 @@ def iteration(images: np.ndarray, basis: np.ndarray, copy_gb_per_s: float | None
     row = {"images": f"{height}x{width}", "batch_size": n, "iterations": options.max_iter,
            "bytes_per_iteration_fused_minimum": passes["fused"]}
     for label, fuse in (("pytorch", False), ("fused", True)):
-        for _ in batched.solve(high, spectrum, CSCOptions(max_iter=3), batch_size=n, fuse=fuse):
+        for _ in torch_solver.solve(high, spectrum, CSCOptions(max_iter=3), batch_size=n,
+                                    fuse=fuse):
             pass  # warm-up: kernels compiled, FFT plans made
         synchronize()
         started = time.perf_counter()
-        for _ in batched.solve(high, spectrum, options, batch_size=n, fuse=fuse):
+        for _ in torch_solver.solve(high, spectrum, options, batch_size=n, fuse=fuse):
             pass
         synchronize()
         milliseconds = (time.perf_counter() - started) / options.max_iter * 1e3
         activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=activities) as profile:
-            for _ in batched.solve(high, spectrum, CSCOptions(max_iter=5, rel_stop_tol=1e-12),
+            for _ in torch_solver.solve(high, spectrum, CSCOptions(max_iter=5, rel_stop_tol=1e-12),
                                    batch_size=n, fuse=fuse):
                 pass
             synchronize()
@@ -203,7 +204,7 @@ def iteration(images: np.ndarray, basis: np.ndarray, copy_gb_per_s: float | None
     return row
 
 
-def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> dict:
+def tuning(high: torch.Tensor, spectrum: torch_solver.DictionarySpectrum, n: int) -> dict:
     """Milliseconds per fused iteration for a few block sizes of the X-step kernel."""
     from pipeline import fused_gpu  # noqa: PLC0415
 
@@ -212,11 +213,12 @@ def tuning(high: torch.Tensor, spectrum: batched.DictionarySpectrum, n: int) -> 
     times = {}
     for block, warps in [(64, 2), (128, 4), (256, 4), (256, 8)]:
         fused_gpu.X_BLOCK, fused_gpu.X_WARPS = block, warps
-        for _ in batched.solve(high, spectrum, CSCOptions(max_iter=2), batch_size=n, fuse=True):
+        for _ in torch_solver.solve(high, spectrum, CSCOptions(max_iter=2), batch_size=n,
+                                    fuse=True):
             pass
         synchronize()
         started = time.perf_counter()
-        for _ in batched.solve(high, spectrum, options, batch_size=n, fuse=True):
+        for _ in torch_solver.solve(high, spectrum, options, batch_size=n, fuse=True):
             pass
         synchronize()
         key = f"x_step {block} frequencies, {warps} warps"

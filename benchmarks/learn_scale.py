@@ -24,9 +24,8 @@ import psutil
 
 from flows.learn import learn_bases
 from pipeline.config import LearnConfig
-from pipeline.csc import CDLOptions
-from pipeline.dae import DAEOptions
 from pipeline.datasets import photo_tiles
+from pipeline.options import CDLOptions, DAEOptions
 from pipeline.runtime import connect, disconnect
 
 HERE = Path(__file__).resolve().parent

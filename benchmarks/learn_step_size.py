@@ -53,8 +53,8 @@ def data(validation: int):
 def run(name: str, steps: int, every: int, validation: int) -> dict:
     import torch
 
-    from pipeline.csc import CDLOptions
     from pipeline.online_cdl import learn_online
+    from pipeline.options import CDLOptions
 
     torch.set_num_threads(1)
     gradient, eta_a = SETTINGS[name]

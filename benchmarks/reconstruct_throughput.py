@@ -47,10 +47,9 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from flows.reconstruct import reconstruct_dataset
-from pipeline import batched
+from pipeline import torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis, open_bases
 from pipeline.config import ComputeConfig
-from pipeline.csc import CSCOptions
 from pipeline.datasets import (
     Dataset,
     bundled_photographs,
@@ -60,6 +59,7 @@ from pipeline.datasets import (
     sample,
     to_float_rgb,
 )
+from pipeline.options import CSCOptions
 from pipeline.runtime import WORKER_MALLOC, SolverThreads, connect
 from pipeline.store import open_store, read_images, write_image
 
@@ -158,7 +158,7 @@ def throughput(size, images, basis, tmp) -> dict:
     row["psnr_ref"] = float(np.mean([psnr(o, r) for o, r in zip(originals, ref, strict=True)]))
     row["psnr_pipe"] = float(np.mean([psnr(o, p) for o, p in zip(originals, pipe, strict=True)]))
     row["agree_min"] = min(psnr(p, r) for p, r in zip(pipe, ref, strict=True))
-    solver, n_iter = batched.reconstruct_batch(originals, basis, batch_size=1)
+    solver, n_iter = torch_solver.reconstruct_batch(originals, basis, batch_size=1)
     row["mean_iter"] = float(n_iter.mean())
     # The same comparison before the store's uint8 rounding: the solver's float32 output.
     row["psnr_solver"] = float(np.mean([psnr(o, r) for o, r in zip(originals, solver,
@@ -227,26 +227,26 @@ def memory(tmp) -> list[dict]:
 def profile(size: int, image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
     """Section 4: milliseconds per part of one ADMM iteration, one image, one thread."""
     torch.set_num_threads(1)
-    spectrum = batched.dictionary_spectrum(basis, (size, size))
-    high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])[1]
-    state = batched._start(high, np.arange(1), spectrum, np.float32(0.2))
+    spectrum = torch_solver.dictionary_spectrum(basis, (size, size))
+    high = torch_solver.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])[1]
+    state = torch_solver._start(high, np.arange(1), spectrum, np.float32(0.2))
     for _ in range(10):  # away from the zero start
-        batched._iterate(state, spectrum, np.float32(0.2), np.float32(3.4),
-                         batched.CONVBPDN_AUTORHO, False)
+        torch_solver._iterate(state, spectrum, np.float32(0.2), np.float32(3.4),
+                         torch_solver.CONVBPDN_AUTORHO, False)
     y, u = state.y, state.u
-    rho = batched._per_image(state.rho, y)
+    rho = torch_solver._per_image(state.rho, y)
     b = torch.fft.rfft2(y)
     x = torch.fft.irfft2(b, s=(size, size))
-    threshold = batched._per_image(0.2 / state.rho, y)
+    threshold = torch_solver._per_image(0.2 / state.rho, y)
     parts = {
         "forward FFT (M maps)": lambda: torch.fft.rfft2(torch.sub(y, u).mul_(rho)),
-        "X-step solve (Woodbury)": lambda: batched._solve_x(b.clone(), rho, spectrum),
+        "X-step solve (Woodbury)": lambda: torch_solver._solve_x(b.clone(), rho, spectrum),
         "inverse FFT (M maps)": lambda: torch.fft.irfft2(b, s=(size, size)),
         "relaxation + thresholding": lambda: torch.maximum(
             torch.add(u, x, alpha=1.8).add_(y, alpha=-0.8), -threshold).minimum(threshold),
         "residuals (5 norms)": lambda: torch.stack(
-            [batched._norm(a) for a in (x, y, u, x - y, y - u)]).numpy(),
-        "whole iteration": lambda: batched._iterate(state, spectrum, np.float32(0.2),
+            [torch_solver._norm(a) for a in (x, y, u, x - y, y - u)]).numpy(),
+        "whole iteration": lambda: torch_solver._iterate(state, spectrum, np.float32(0.2),
                                                     np.float32(3.4)),
     }
     out = {}
@@ -284,9 +284,9 @@ def solo_seconds_per_image(images, basis) -> float:
     """The batched solver alone, this process, one thread: seconds per image."""
     torch.set_num_threads(1)
     stack = np.stack([i.astype(np.float32) / 255 for i in images])
-    batched.reconstruct_batch(stack[:1], basis)
+    torch_solver.reconstruct_batch(stack[:1], basis)
     started = time.perf_counter()
-    batched.reconstruct_batch(stack, basis, batch_size=1)
+    torch_solver.reconstruct_batch(stack, basis, batch_size=1)
     return (time.perf_counter() - started) / len(images)
 
 

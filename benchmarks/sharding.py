@@ -29,8 +29,8 @@ import numpy as np
 
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
-from pipeline.csc import CSCOptions
 from pipeline.datasets import photo_tiles
+from pipeline.options import CSCOptions
 from pipeline.runtime import connect, disconnect
 from pipeline.storage import StorageOptions, filesystem
 from pipeline.store import open_group

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import batched, fused
+from pipeline import fused, torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.csc import CSCOptions
 from pipeline.datasets import bundled_photographs, photo_tiles
+from pipeline.options import CSCOptions
 
 HERE = Path(__file__).resolve().parent
 LMBDA = np.float32(0.2)
@@ -84,11 +84,12 @@ def copy_bandwidth(n_bytes: int, repeats: int) -> float:
 
 def started_batch(image: np.ndarray, spectrum, fuse: bool, warm: int = 10):
     """A one-image ADMM state ``warm`` iterations in (away from the zero start)."""
-    high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None].contiguous())[1]
-    state = batched._start(high, np.arange(1), spectrum, LMBDA, fuse)
-    iterate = batched._iterate_fused if fuse else batched._iterate
+    channels_first = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+    high = torch_solver.split_low_high(channels_first)[1]
+    state = torch_solver._start(high, np.arange(1), spectrum, LMBDA, fuse)
+    iterate = torch_solver._iterate_fused if fuse else torch_solver._iterate
     for _ in range(warm):
-        iterate(state, spectrum, LMBDA, XI, batched.CONVBPDN_AUTORHO, False)
+        iterate(state, spectrum, LMBDA, XI, torch_solver.CONVBPDN_AUTORHO, False)
     return state
 
 
@@ -139,15 +140,15 @@ def x_step_loops(b, dsf, w, eigenvalues, rho):  # pragma: no cover (compiled by 
 def per_iteration(image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
     """Section 1: median milliseconds of each path's iteration and of their parts."""
     size = image.shape[0]
-    spectrum = batched.dictionary_spectrum(basis, (size, size))
+    spectrum = torch_solver.dictionary_spectrum(basis, (size, size))
     states = {fuse: started_batch(image, spectrum, fuse) for fuse in (False, True)}
     s = states[True]
-    rho = batched._per_image(s.rho, s.y)
+    rho = torch_solver._per_image(s.rho, s.y)
     b = torch.fft.rfft2(s.z)
     x = torch.fft.irfft2(b, s=(size, size))
-    threshold = batched._per_image(LMBDA / s.rho, s.y)
+    threshold = torch_solver._per_image(LMBDA / s.rho, s.y)
     norms = np.empty((1, 5))
-    y, u, z = (batched._rows(a.clone()) for a in (s.y, s.u, s.z))
+    y, u, z = (torch_solver._rows(a.clone()) for a in (s.y, s.u, s.z))
     factor = np.ones(1, np.float32)
     import numba  # noqa: PLC0415
 
@@ -157,7 +158,7 @@ def per_iteration(image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
     eigenvalues = spectrum.eigenvalues.reshape(3, -1).numpy()
     check = pairs["b"].copy()
     loops(check, pairs["dsf"], pairs["w"], eigenvalues, s.rho)
-    reference = torch.view_as_real(batched._solve_x(b.clone().add_(s.dsf), rho, spectrum))
+    reference = torch.view_as_real(torch_solver._solve_x(b.clone().add_(s.dsf), rho, spectrum))
     assert np.allclose(check.reshape(reference.shape), reference.numpy(), rtol=1e-3,
                        atol=1e-4 * float(reference.abs().max()))
 
@@ -166,26 +167,29 @@ def per_iteration(image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
         v = torch.add(t.u, x, alpha=1.8).add_(t.y, alpha=-0.8)
         clipped = torch.maximum(v, -threshold).minimum(threshold)
         y_new = v - clipped
-        torch.stack([batched._norm(a) for a in (x, y_new, clipped, x - y_new, y_new - t.y)]).numpy()
+        torch.stack([torch_solver._norm(a)
+                     for a in (x, y_new, clipped, x - y_new, y_new - t.y)]).numpy()
         torch.sub(y_new, clipped).mul_(rho)
         clipped.div_(rho)
 
     parts = {
-        "iteration, PyTorch": lambda: batched._iterate(states[False], spectrum, LMBDA, XI,
-                                                        batched.CONVBPDN_AUTORHO, False),
-        "iteration, fused": lambda: batched._iterate_fused(states[True], spectrum, LMBDA, XI,
-                                                            batched.CONVBPDN_AUTORHO, False),
+        "iteration, PyTorch": lambda: torch_solver._iterate(states[False], spectrum, LMBDA, XI,
+                                                        torch_solver.CONVBPDN_AUTORHO, False),
+        "iteration, fused": lambda: torch_solver._iterate_fused(states[True], spectrum, LMBDA, XI,
+                                                            torch_solver.CONVBPDN_AUTORHO, False),
         "forward FFT": lambda: torch.fft.rfft2(s.z),
-        "X-step (with + D^H s)": lambda: batched._solve_x(b.clone().add_(s.dsf), rho, spectrum),
+        "X-step (with + D^H s)": lambda: torch_solver._solve_x(b.clone().add_(s.dsf), rho,
+                                                               spectrum),
         "X-step, fused": lambda: fused.x_step(
-            batched._pairs(b.clone()), batched._pairs(s.dsf), batched._pairs(spectrum.w),
+            torch_solver._pairs(b.clone()), torch_solver._pairs(s.dsf),
+            torch_solver._pairs(spectrum.w),
             spectrum.w_swapped.numpy(), eigenvalues, s.rho),
         "X-step as numba loops on (re, im) (tried)": lambda: loops(
             pairs["b"].copy(), pairs["dsf"], pairs["w"], eigenvalues, s.rho),
         "inverse FFT": lambda: torch.fft.irfft2(b, s=(size, size)),
         "space, PyTorch": torch_space,
         "space, fused": lambda: (
-            fused.y_step(batched._rows(x), y, u, 1 / s.rho, LMBDA / s.rho, 1.8, norms),
+            fused.y_step(torch_solver._rows(x), y, u, 1 / s.rho, LMBDA / s.rho, 1.8, norms),
             fused.next_input(y, u, z, s.rho, factor)),
     }
     timings = {name: [] for name in parts}
@@ -203,15 +207,15 @@ def per_iteration(image: np.ndarray, basis: np.ndarray, repeats: int) -> dict:
 def whole_solves(images: np.ndarray, basis: np.ndarray, rounds: int = 3) -> dict:
     """Section 2: images per second solving to convergence, each path, best of ``rounds``."""
     size = images.shape[1]
-    spectrum = batched.dictionary_spectrum(basis, (size, size))
-    high = batched.split_low_high(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[1]
+    spectrum = torch_solver.dictionary_spectrum(basis, (size, size))
+    high = torch_solver.split_low_high(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[1]
     options = CSCOptions()
     seconds = {False: [], True: []}
     n_iter = {}
     for _ in range(rounds):
         for fuse in (False, True):
             started = time.perf_counter()
-            solved = list(batched.solve(high, spectrum, options, fuse=fuse))
+            solved = list(torch_solver.solve(high, spectrum, options, fuse=fuse))
             seconds[fuse].append(time.perf_counter() - started)
             n_iter[fuse] = np.concatenate([k for _, _, k in solved])
     assert np.array_equal(np.sort(n_iter[False]), np.sort(n_iter[True]))

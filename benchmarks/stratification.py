@@ -171,7 +171,7 @@ def measure_set(name: str, path: str, tiles: np.ndarray, seen: np.ndarray) -> di
     import torch
 
     from pipeline.basis import open_bases
-    from pipeline.csc import CSCOptions
+    from pipeline.options import CSCOptions
     from pipeline.stratified import assign_clusters, reconstruct_by_cluster
 
     torch.set_num_threads(1)

@@ -87,7 +87,7 @@ def solve_in_worker(images, bases, solver: str) -> dict:
     import torch
 
     import pipeline.worker
-    from pipeline.csc import CSCOptions
+    from pipeline.options import CSCOptions
     from pipeline.stratified import reconstruct_by_cluster
 
     started = time.perf_counter()

@@ -19,7 +19,7 @@ from art.estimators.classification import PyTorchClassifier
 
 from evaluation.defense import CSCDefense, TransformDefense
 from pipeline.basis import BasisSet
-from pipeline.csc import CSCOptions
+from pipeline.options import CSCOptions
 
 
 class DefensePreprocessor(PreprocessorPyTorch):

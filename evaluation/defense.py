@@ -26,7 +26,7 @@ import torch
 
 from pipeline import unrolled
 from pipeline.basis import BasisSet, open_bases
-from pipeline.csc import CSCOptions
+from pipeline.options import CSCOptions
 from pipeline.stratified import assign_clusters, reconstruct_by_cluster
 
 

@@ -45,8 +45,8 @@ from flows.reconstruct import reconstruct_dataset
 from flows.waiting import StopRequested, each_completed, never, stop_point
 from pipeline.basis import BasisSet
 from pipeline.config import EvaluateConfig
-from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset
+from pipeline.options import CSCOptions
 from pipeline.store import read_images
 
 log = logging.getLogger(__name__)

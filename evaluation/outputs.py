@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from evaluation.flow import (
     sweep_column,
     sweep_worst_column,
 )
-from evaluation.report import lowpass_energy_share, markdown_table, records, write_csv
+from evaluation.scores import lowpass_energy_share, records
 from evaluation.tasks import Task
 from pipeline import __version__
 
@@ -89,7 +90,7 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
     verdict = checks.verdict(result.correct, csc_rows=csc, baselines=list(BASELINES),
                              oblivious=main_pgd_column(options), adaptive=worst,
                              images=result.adaptive_images, checks=found)
-    (out / "results.md").write_text(report_markdown(cells, rows, columns, options, found,
+    (out / "results.md").write_text(results_markdown(cells, rows, columns, options, found,
                                                     verdict))
     write_plots(task, result, options, cells, rows, out)
     settings = options.settings
@@ -133,7 +134,7 @@ def write_per_image(result: Evaluation, rows: list[str], columns: list[str], pat
                                 "correct": correct}) + "\n")
 
 
-def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
+def results_markdown(cells: list[dict], rows: list[str], columns: list[str],
                     options: EvaluateOptions, found: list[checks.Check], verdict: str) -> str:
     """results.md: the main table, the sanity checks, the verdict, then every cell."""
     budget, sweep = options.budget, options.sweep_budget
@@ -169,6 +170,33 @@ def report_markdown(cells: list[dict], rows: list[str], columns: list[str],
         "Per image, robust only if neither the sweep's BPDA-PGD nor PGD made on the "
         "undefended classifier (transferred) fooled it, on the sweep's images.", "",
         markdown_table(cells, rows, worst)])
+
+
+def write_csv(cells: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["defense", "attack", "accuracy", "se", "n"])
+        writer.writeheader()
+        for cell in cells:
+            writer.writerow({**cell, "accuracy": f"{cell['accuracy']:.4f}",
+                             "se": f"{cell['se']:.4f}"})
+
+
+def markdown_table(cells: list[dict], rows: list[str], columns: list[str]) -> str:
+    """Rows x columns of "accuracy ± se"; "—" where a cell was not measured, and no line for a
+    row with no cell in these columns."""
+    by_cell = {(c["defense"], c["attack"]): c for c in cells}
+    rows = [row for row in rows if any((row, col) in by_cell for col in columns)]
+    ns = sorted({by_cell[row, col]["n"] for row in rows for col in columns
+                 if (row, col) in by_cell})
+    lines = ["| defense | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for row in rows:
+        values = [f"{by_cell[row, col]['accuracy']:.3f} ± {by_cell[row, col]['se']:.3f}"
+                  if (row, col) in by_cell else "—" for col in columns]
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    lines.append("")
+    lines.append(f"Accuracy ± standard error; n = {', '.join(map(str, ns))} test images per cell.")
+    return "\n".join(lines) + "\n"
 
 
 def write_plots(task: Task, result: Evaluation, options: EvaluateOptions, cells: list[dict],

@@ -44,13 +44,13 @@ from flows.waiting import StopRequested, each_completed, gather, never, result
 from pipeline.basis import open_bases, read_manifest, resolve_basis_path
 from pipeline.clustering import Clusters, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
-from pipeline.csc import CDLOptions, CSCOptions
-from pipeline.dae import LATENT_SHAPE, DAEOptions, default_device, encode, load_model, train_dae
+from pipeline.dae import LATENT_SHAPE, default_device, encode, load_model, train_dae
 from pipeline.datasets import Dataset, Images
 from pipeline.dictionary import learn_dictionary
 from pipeline.errors import UserError
 from pipeline.features import N_FEATURES, highpass_features
 from pipeline.online_cdl import Learned, learn_online
+from pipeline.options import CDLOptions, CSCOptions, DAEOptions
 from pipeline.quality import coding_quality
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ class _Run:
         return poll
 
 
-def _report(topic: str | None, kind: str, count: int = 1) -> None:
+def _progress_event(topic: str | None, kind: str, count: int = 1) -> None:
     """On a worker: ``count`` steps of ``kind`` done (the client's progress bar sums them)."""
     if topic:
         get_worker().log_event(topic, (kind, count))
@@ -335,7 +335,7 @@ def _report(topic: str | None, kind: str, count: int = 1) -> None:
 def _train_dae(images: Images, options: DAEOptions, seed: int, topic: str):
     """Train on the worker's GPU when it has one, else on its CPU; report each epoch."""
     return train_dae(images, options, seed=seed, device=default_device(),
-                     on_epoch=lambda *_: _report(topic, "epoch"))
+                     on_epoch=lambda *_: _progress_event(topic, "epoch"))
 
 
 def _encode_chunk(images: Images, weights: dict | None, latents: str, start: int) -> int:
@@ -474,11 +474,11 @@ def _learn_cluster(task: _Task, images: Images, validation: Images, csc: CSCOpti
         learned = learn_online(images, held, options, csc=csc, seed=task.seed,
                                initial=task.initial, first_step=task.first_step,
                                frozen=task.frozen, device=default_device(),
-                               on_steps=lambda n: _report(topic, "step", n))
+                               on_steps=lambda n: _progress_event(topic, "step", n))
     else:
         basis, objective = learn_dictionary(images[np.arange(len(images))], options,
                                             seed=task.seed,
-                                            on_iteration=lambda: _report(topic, "step"))
+                                            on_iteration=lambda: _progress_event(topic, "step"))
         quality = coding_quality(held, basis, csc, device=default_device())
         learned = Learned(basis=basis, objectives=objective, best_step=len(objective),
                           curve={"step": np.array([len(objective)]),

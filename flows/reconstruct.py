@@ -34,10 +34,10 @@ from tqdm import tqdm
 from flows.waiting import StopRequested, each_completed, never
 from pipeline.basis import BasisSet
 from pipeline.config import ComputeConfig
-from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset, Fit, ImageReadError, load_item
 from pipeline.errors import RunStopped
 from pipeline.lease import Lease
+from pipeline.options import CSCOptions
 from pipeline.storage import StorageOptions, is_url, location
 from pipeline.store import (
     already_written,

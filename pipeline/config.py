@@ -23,9 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.csc import CDLOptions, CSCOptions
-from pipeline.dae import DAEOptions
 from pipeline.errors import UserError
+from pipeline.options import CDLOptions, CSCOptions, DAEOptions
 from pipeline.resources import CONFIG_FOLDER
 from pipeline.storage import CREDENTIAL_KEYS, StorageOptions, is_url, location
 

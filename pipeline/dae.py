@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from skimage.transform import resize
 from torch import nn
 
 from pipeline.datasets import Images
+from pipeline.options import DAEOptions
 
 SIZE = 64
 """Side of the DAE's square input images."""
@@ -54,34 +54,6 @@ class DAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
-
-
-@dataclass(frozen=True)
-class DAEOptions:
-    """Training settings, the reference's: batch 32, patience 3, noise 0.15.
-
-    Attributes
-    ----------
-    max_epochs : int
-        Most passes over the training images.
-    batch_size : int
-        Images per Adam step.
-    learning_rate : float
-        Adam's step size.
-    noise_std : float
-        Standard deviation of the Gaussian noise added to the inputs.
-    patience : int
-        Epochs without a better validation loss before training stops.
-    validation_fraction : float
-        Share of the images held out to measure the validation loss.
-    """
-
-    max_epochs: int = 40
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    noise_std: float = 0.15
-    patience: int = 3
-    validation_fraction: float = 0.1
 
 
 def to_dae_input(images: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The reference published its bases but not the code that learned them; they
 are learned here with sporco's batch ``ConvBPDNDictLearn`` (the objective and
-constraints are in :class:`pipeline.csc.CDLOptions`).
+constraints are in :class:`pipeline.options.CDLOptions`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from sporco.dictlrn import cbpdndl
 
 from pipeline.basis import project_filters
-from pipeline.csc import CDLOptions
+from pipeline.options import CDLOptions
 from pipeline.sporco_solver import split_low_high
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.batched import split_low_high
 from pipeline.dae import to_dae_input
+from pipeline.torch_solver import split_low_high
 
 N_ORIENTATIONS = 8
 """Bins of the gradient-orientation histogram, over [0, pi)."""

@@ -1,6 +1,6 @@
 """One ADMM iteration's work between its two FFTs as three fused loops (CPU, numba).
 
-:func:`pipeline.batched.solve` spends each iteration in two FFTs, the
+:func:`pipeline.torch_solver.solve` spends each iteration in two FFTs, the
 X-step's per-frequency products and, in space, some fifteen separate
 PyTorch operations, each a pass over ``B x M x H x W`` numbers (and, in the
 X-step, a temporary per colour), with a call's overhead each.  Here that
@@ -21,7 +21,7 @@ pair swapped: every product is then elementwise over contiguous floats,
 which vectorises (numba's complex type, or real and imaginary parts picked
 out of the pairs, does not).
 
-The maths is :func:`pipeline.batched._iterate`'s, which stays the reference
+The maths is :func:`pipeline.torch_solver._iterate`'s, which stays the reference
 and the path on a GPU; the two give the same iteration counts and codes to
 float32 rounding (the norms' sums are reordered here).  numba compiles the
 loops at their first call and caches them on disk (beside this file, or in

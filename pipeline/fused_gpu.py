@@ -19,7 +19,7 @@ array once:
 3. :func:`next_input`: ``rho' (Y - U / f)``, the next FFT's input, and the
    dual rescaled by the penalty factor ``f``.
 
-The maths is :func:`pipeline.batched._iterate`'s, which stays the reference;
+The maths is :func:`pipeline.torch_solver._iterate`'s, which stays the reference;
 iteration counts and codes agree to float32 rounding (tested, on the GPU
 and in Triton's interpreter on a CPU).  Triton compiles each kernel at its
 first call in a process and caches it on disk (``~/.triton``).  Triton ships

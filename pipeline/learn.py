@@ -128,7 +128,7 @@ def run(client, config: Config, dataset: Dataset, out: Path, command: str, next_
     result = learn_bases(client, dataset, config.learn, workdir=latents_folder(out),
                          csc=config.csc, progress=progress, stop_requested=stop_requested)
     write(out, result, config, dataset, command)
-    for line in report_lines(result, config.learn.clusters):
+    for line in held_out_lines(result, config.learn.clusters):
         log.info("%s", line)
     log.info("wrote basis set %s (%d clusters, %.0f s)", out, config.learn.clusters,
              result.seconds["total"])
@@ -141,7 +141,7 @@ def latents_folder(out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def report_lines(result: LearnResult, n_clusters: int) -> list[str]:
+def held_out_lines(result: LearnResult, n_clusters: int) -> list[str]:
     """The held-out measurement as a table: each image with its cluster's dictionary
     against one dictionary learned on all the images with the same budget."""
     if result.held_out is None:

@@ -2,14 +2,14 @@
 
 The algorithm is sporco's ``OnlineConvBPDNDictLearn`` (Liu, Garcia-Cardona,
 Wohlberg et al. [1]_), step for step, with sporco's defaults, so that sporco
-is its test oracle (:class:`pipeline.csc.CDLOptions` gives the objective).
+is its test oracle (:class:`pipeline.options.CDLOptions` gives the objective).
 At step ``t`` (from 0), for a mini-batch of ``K`` images:
 
 1. the high-pass parts ``s_k`` (the same Tikhonov split as the
    reconstruction) are coded with the current filters: CBPDN by ADMM over
    the whole mini-batch as one problem (one penalty, one stopping test;
-   :func:`pipeline.batched.solve` with ``joint=True`` and sporco's online
-   penalty rule :data:`pipeline.batched.ONLINE_CDL_AUTORHO`, at most
+   :func:`pipeline.torch_solver.solve` with ``joint=True`` and sporco's online
+   penalty rule :data:`pipeline.torch_solver.ONLINE_CDL_AUTORHO`, at most
    ``coding_max_iter`` iterations, tolerance ``coding_rel_stop_tol``); the
    codes are the sparse variable ``Y``;
 2. the gradient of the data term with respect to the filters is taken in the
@@ -20,7 +20,7 @@ At step ``t`` (from 0), for a mini-batch of ``K`` images:
    zero-mean in each channel and of unit norm (:func:`pipeline.basis.project_filters`).
 
 :func:`learn_online` runs those steps until the dictionary has converged on a
-fixed validation set (:class:`pipeline.csc.CDLOptions` states the rule) and
+fixed validation set (:class:`pipeline.options.CDLOptions` states the rule) and
 records the validation curve; it can start from a learned dictionary
 (continuing its step sizes) and hold some filters fixed, so that a cluster's
 dictionary can be fine-tuned from one learned on all the images.
@@ -43,9 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline import batched
+from pipeline import torch_solver
 from pipeline.basis import BasisError, project_filters, validate_basis
-from pipeline.csc import CDLOptions, CSCOptions
+from pipeline.options import CDLOptions, CSCOptions
 from pipeline.quality import coding_quality
 
 
@@ -79,7 +79,7 @@ class OnlineLearner:
         except BasisError:
             self.basis = project_filters(initial)
         self.options, self.filter_lmbda, self.pad = options, filter_lmbda, pad
-        self.device = batched.resolve_device(device)
+        self.device = torch_solver.resolve_device(device)
         self.steps = step
         self.frozen = None if frozen is None or not np.any(frozen) else np.asarray(frozen, bool)
 
@@ -92,9 +92,9 @@ class OnlineLearner:
         lambda ||y||_1``, summed over the mini-batch.
         """
         stack = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
-        _, high = batched.split_low_high(stack.permute(0, 3, 1, 2), lmbda=self.filter_lmbda,
+        _, high = torch_solver.split_low_high(stack.permute(0, 3, 1, 2), lmbda=self.filter_lmbda,
                                          pad=self.pad)
-        spectrum = batched.dictionary_spectrum(self.basis, tuple(high.shape[-2:]), self.device)
+        spectrum = torch_solver.dictionary_spectrum(self.basis, tuple(high.shape[-2:]), self.device)
         codes = self._code(high, spectrum)
         codes_f = torch.fft.rfft2(codes)
         residual_f = torch.einsum("cmhw,bmhw->bchw", spectrum.filters, codes_f)
@@ -113,11 +113,11 @@ class OnlineLearner:
         residual = torch.fft.irfft2(residual_f, s=spectrum.shape)
         return float(0.5 * residual.square().sum() + self.options.lmbda * codes.abs().sum())
 
-    def _code(self, high: torch.Tensor, spectrum: batched.DictionarySpectrum) -> torch.Tensor:
+    def _code(self, high: torch.Tensor, spectrum: torch_solver.DictionarySpectrum) -> torch.Tensor:
         """The mini-batch's sparse codes ``Y``, (K, M, H, W), coded jointly."""
         codes = high.new_empty((len(high), spectrum.filters.shape[1], *spectrum.shape))
-        for index, coefficients, _ in batched.solve(
-                high, spectrum, self.options.coding(), auto_rho=batched.ONLINE_CDL_AUTORHO,
+        for index, coefficients, _ in torch_solver.solve(
+                high, spectrum, self.options.coding(), auto_rho=torch_solver.ONLINE_CDL_AUTORHO,
                 joint=True):
             codes[torch.from_numpy(index).to(codes.device)] = coefficients
         return codes
@@ -243,7 +243,7 @@ def learn_online(
 
 
 def has_converged(steps: list[int], objectives: list[float], options: CDLOptions) -> bool:
-    """The stopping rule of :class:`pipeline.csc.CDLOptions` after the last scoring.
+    """The stopping rule of :class:`pipeline.options.CDLOptions` after the last scoring.
 
     ``steps`` and ``objectives`` are the validation scorings so far, in
     order: true when the objective changed by at most ``stop_tol`` (relative)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.batched import reconstruct_and_count
-from pipeline.csc import CSCOptions
+from pipeline.options import CSCOptions
+from pipeline.torch_solver import reconstruct_and_count
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def coding_quality(
         Where the solver runs.
     keep_spectrum : bool
         Keep the dictionary's transforms for the next call
-        (:func:`pipeline.batched.reconstruct_and_count`); False for a
+        (:func:`pipeline.torch_solver.reconstruct_and_count`); False for a
         dictionary being learned.
 
     Returns

@@ -100,7 +100,7 @@ def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argpars
         images_per_shard=config.store.images_per_shard, storage=config.storage_options,
         guard=config.store.guard, attrs={"config": config.as_dict()}, overwrite=args.overwrite,
         strict=args.strict, progress=args.quiet == 0, stop_requested=stop_requested)
-    report(summary)
+    log_summary(summary)
     if config.export:
         written = export_images(open_group(summary.store, config.storage_options),
                                 config.export)
@@ -111,7 +111,7 @@ def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argpars
     return 0
 
 
-def report(summary: RunSummary) -> None:
+def log_summary(summary: RunSummary) -> None:
     """What the run did, and each image that could not be read, with its reason."""
     log.info("%d of %d images done in %.1f s (%d this run) -> %s", summary.done,
              summary.total, summary.seconds, summary.done_now, summary.store)

@@ -1,10 +1,10 @@
 """Reconstruction with one dictionary, by whichever solver ``CSCOptions.solver`` names.
 
 Three implementations of one algorithm (sporco's ConvBPDN with the
-reference's settings, :class:`pipeline.csc.CSCOptions`) share one signature
+reference's settings, :class:`pipeline.options.CSCOptions`) share one signature
 and one registry, :data:`SOLVERS`:
 
-- ``"torch"``: :func:`pipeline.batched.reconstruct_batch`, many images at once
+- ``"torch"``: :func:`pipeline.torch_solver.reconstruct_batch`, many images at once
   on the CPU or a GPU (the default);
 - ``"sporco"``: sporco's ConvBPDN, one image at a time (the reference's code
   path and the tests' oracle);
@@ -18,8 +18,9 @@ from functools import partial
 
 import numpy as np
 
-from pipeline import batched
-from pipeline.csc import CSCOptions, check_image, check_images
+from pipeline import torch_solver
+from pipeline.options import CSCOptions
+from pipeline.solver_io import check_image, check_images
 from pipeline.sporco_solver import reconstruct_sporco
 
 
@@ -31,12 +32,12 @@ def _sporco(images, basis, options, *, batch_size=None, device="cpu", woodbury=F
 Solver = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 SOLVERS: dict[str, Solver] = {
-    "torch": batched.reconstruct_batch,
+    "torch": torch_solver.reconstruct_batch,
     "sporco": _sporco,
     "woodbury": partial(_sporco, woodbury=True),
 }
 """Solver name -> ``f(images, basis, options, *, batch_size, device)``, which returns
-``(reconstructions, n_iter)``; the keys are :data:`pipeline.csc.SOLVER_NAMES`."""
+``(reconstructions, n_iter)``; the keys are :data:`pipeline.options.SOLVER_NAMES`."""
 
 
 def reconstruct(

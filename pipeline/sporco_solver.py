@@ -5,7 +5,7 @@ The reference reconstructs one image at a time with sporco's
 ``"sporco"``), the same with an exact, faster X-step for a joint colour
 dictionary (solver ``"woodbury"``, :class:`JointColourConvBPDN`), and sporco's
 process-global FFT settings, which each worker sets once
-(:func:`configure_fft`).  It is the oracle that :mod:`pipeline.batched` is
+(:func:`configure_fft`).  It is the oracle that :mod:`pipeline.torch_solver` is
 tested against.
 """
 
@@ -16,7 +16,8 @@ import sporco.fft
 from sporco import signal
 from sporco.admm import cbpdn
 
-from pipeline.csc import CSCOptions, check_images, finish_output
+from pipeline.options import CSCOptions
+from pipeline.solver_io import check_images, finish_output
 
 
 def split_low_high(

@@ -14,9 +14,9 @@ import numpy as np
 
 from pipeline.basis import BasisSet
 from pipeline.clustering import assign
-from pipeline.csc import CSCOptions
 from pipeline.dae import encode, load_model
 from pipeline.features import highpass_features
+from pipeline.options import CSCOptions
 from pipeline.solvers import reconstruct
 
 

@@ -3,7 +3,7 @@
 An adaptive attacker who knows the defense need not approximate the
 reconstruction's gradient by the identity (BPDA): the solver is PyTorch, so
 the gradient of the reconstruction as the solver computes it is within
-reach.  :func:`reconstruct` runs :func:`pipeline.batched.solve`'s iterations
+reach.  :func:`reconstruct` runs :func:`pipeline.torch_solver.solve`'s iterations
 (the PyTorch path's maths, sporco's ConvBPDN) under autograd, each image
 stopping at the iteration its own test stops it, and returns
 ``low + D * Y`` finished as the pipeline finishes it.  Back-propagation then
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from pipeline.batched import (
+from pipeline.options import CSCOptions
+from pipeline.torch_solver import (
     CONVBPDN_AUTORHO,
     RELAXATION,
     DictionarySpectrum,
@@ -39,7 +40,6 @@ from pipeline.batched import (
     split_low_high,
     synthesize,
 )
-from pipeline.csc import CSCOptions
 
 
 @dataclass
@@ -83,7 +83,7 @@ def reconstruct(images: torch.Tensor, basis: np.ndarray, options: CSCOptions = C
     Returns
     -------
     reconstructions : (B, 3, H, W) float32 tensor
-        As :func:`pipeline.batched.reconstruct_batch` makes them (to float32
+        As :func:`pipeline.torch_solver.reconstruct_batch` makes them (to float32
         rounding), with a gradient back to ``images``.
     schedule : Schedule
         The decisions this call took (or replayed).
@@ -121,7 +121,7 @@ def reconstruct(images: torch.Tensor, basis: np.ndarray, options: CSCOptions = C
         schedule.factors.append(full_factor)
         u = u / torch.from_numpy(factor).to(u)[:, None, None, None]
         rho, y = rho * factor, y_new
-        if done.any():  # finished images leave the batch, as in pipeline.batched.solve
+        if done.any():  # finished images leave the batch, as in pipeline.torch_solver.solve
             keep = torch.from_numpy(np.flatnonzero(~done)).to(images.device)
             finished.append((rows[done], y[torch.from_numpy(np.flatnonzero(done))
                                           .to(images.device)]))

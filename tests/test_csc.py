@@ -9,9 +9,9 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from pipeline.basis import DEFAULT_BASIS, load_basis, validate_basis
-from pipeline.csc import CDLOptions, CSCOptions
 from pipeline.datasets import read_image
 from pipeline.dictionary import learn_dictionary
+from pipeline.options import CDLOptions, CSCOptions
 from pipeline.solvers import reconstruct, reconstruct_image
 from pipeline.sporco_solver import split_low_high
 

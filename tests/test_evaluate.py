@@ -18,8 +18,8 @@ from evaluation.tasks import TEXTURES, digits, load_task, scenes
 from flows.reconstruct import reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
 from pipeline.config import EvaluateConfig
-from pipeline.csc import CSCOptions
 from pipeline.datasets import Dataset
+from pipeline.options import CSCOptions
 from pipeline.store import read_images
 from pipeline.stratified import reconstruct_by_cluster
 

@@ -12,8 +12,8 @@ from sporco.admm import cbpdn
 
 from flows.reconstruct import StrictModeError, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
-from pipeline.csc import CSCOptions
 from pipeline.datasets import image_folder, sample
+from pipeline.options import CSCOptions
 from pipeline.store import StoreError, read_images
 
 
@@ -95,7 +95,7 @@ def test_batch_size_and_task_size_do_not_change_the_store(client, tmp_path):
     dataset = type(full)("sample7", full.names[::50][:7], full.items[::50][:7],
                          full.labels[::50][:7], image_size=64, fit="none")
     run(client, dataset, DEFAULT_BASIS, tmp_path / "one.zarr", options=CSCOptions())
-    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "batched.zarr",
+    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "torch_solver.zarr",
                   options=CSCOptions(), compute=ComputeConfig(batch_size=4, images_per_task=5))
     assert summary.done == 7 and not summary.failed
     one, batched = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("one", "batched"))

@@ -25,9 +25,9 @@ from pipeline.basis import (
 )
 from pipeline.clustering import assign, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
-from pipeline.csc import CDLOptions
-from pipeline.dae import DAEOptions, encode, load_model, load_weights, save_weights, train_dae
+from pipeline.dae import encode, load_model, load_weights, save_weights, train_dae
 from pipeline.datasets import Dataset, read_image, sample
+from pipeline.options import CDLOptions, DAEOptions
 from pipeline.solvers import reconstruct_image
 from pipeline.stratified import assign_clusters
 

@@ -237,8 +237,8 @@ def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypa
     from flows.reconstruct import LeaseLostError, reconstruct_dataset
     from pipeline.basis import open_bases
     from pipeline.config import ComputeConfig
-    from pipeline.csc import CSCOptions
     from pipeline.datasets import image_folder
+    from pipeline.options import CSCOptions
     from pipeline.runtime import connect
 
     monkeypatch.setattr("pipeline.lease.LEASE_SECONDS", 1.5)  # renewed every 0.5 s

@@ -10,7 +10,6 @@ import sporco.fft
 from sporco.dictlrn import onlinecdl
 
 from pipeline.basis import validate_basis
-from pipeline.csc import CDLOptions
 from pipeline.datasets import sample
 from pipeline.online_cdl import (
     OnlineLearner,
@@ -19,6 +18,7 @@ from pipeline.online_cdl import (
     learn_online,
     minibatches,
 )
+from pipeline.options import CDLOptions
 from pipeline.sporco_solver import configure_fft, split_low_high
 
 LMBDA = 0.2

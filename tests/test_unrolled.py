@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import batched, unrolled
+from pipeline import torch_solver, unrolled
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.csc import CSCOptions
 from pipeline.datasets import sample
+from pipeline.options import CSCOptions
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
 
 def test_the_unrolled_solve_is_the_solvers_reconstruction(crops):
     basis = load_basis(DEFAULT_BASIS)
-    expected, n_iter = batched.reconstruct_batch(crops, basis)
+    expected, n_iter = torch_solver.reconstruct_batch(crops, basis)
     with torch.no_grad():
         out, schedule = unrolled.reconstruct(as_tensor(crops), basis)
     assert schedule.n_iter.tolist() == n_iter.tolist()

@@ -1,8 +1,8 @@
 """Step the PyTorch iteration and the Triton kernels' side by side on CPU tensors.
 
 Run with ``TRITON_INTERPRET=1`` (Triton's interpreter runs the GPU kernels on
-a CPU): :func:`pipeline.batched._iterate` against
-:func:`pipeline.batched._iterate_triton` on the same starting state, for a few
+a CPU): :func:`pipeline.torch_solver._iterate` against
+:func:`pipeline.torch_solver._iterate_triton` on the same starting state, for a few
 small crops of the sample and a small random dictionary.  Prints, as JSON,
 the largest differences of the residuals, the penalties and the variables
 over the iterations.
@@ -16,9 +16,9 @@ import json
 import numpy as np
 import torch
 
-from pipeline import batched
-from pipeline.csc import CSCOptions
+from pipeline import torch_solver
 from pipeline.datasets import sample
+from pipeline.options import CSCOptions
 
 
 def main(iterations: int = 10) -> None:
@@ -29,17 +29,17 @@ def main(iterations: int = 10) -> None:
     dataset = sample()
     crops = np.stack([dataset.load(i)[8:26, 4:18] for i in (0, 120, 280)])  # 18x14
     images = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
-    _, high = batched.split_low_high(images)
-    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]))
+    _, high = torch_solver.split_low_high(images)
+    spectrum = torch_solver.dictionary_spectrum(basis, tuple(high.shape[-2:]))
     lmbda = np.float32(CSCOptions().lmbda)
     xi = np.float32(1.0 + 18.3 ** (np.log10(lmbda) + 1.0))
-    reference = batched._start(high, np.arange(len(high)), spectrum, lmbda, fuse=True)
+    reference = torch_solver._start(high, np.arange(len(high)), spectrum, lmbda, fuse=True)
     kernels = copy.deepcopy(reference)
     worst = {"r": 0.0, "s": 0.0, "rho": 0.0, "y": 0.0, "u": 0.0}
     for _ in range(iterations):
-        r, s = batched._iterate(reference, spectrum, lmbda, xi, batched.CONVBPDN_AUTORHO, False)
-        r2, s2 = batched._iterate_triton(kernels, spectrum, lmbda, xi, batched.CONVBPDN_AUTORHO,
-                                         False)
+        auto_rho = torch_solver.CONVBPDN_AUTORHO
+        r, s = torch_solver._iterate(reference, spectrum, lmbda, xi, auto_rho, False)
+        r2, s2 = torch_solver._iterate_triton(kernels, spectrum, lmbda, xi, auto_rho, False)
         y_scale = float(reference.y.abs().max()) or 1.0
         u_scale = float(reference.u.abs().max()) or 1.0
         for key, value in (("r", np.abs(r - r2).max() / max(r.max(), 1e-12)),

@@ -15,10 +15,10 @@ import torch
 from helpers import psnr
 from sporco import signal
 
-from pipeline import batched
+from pipeline import torch_solver
 from pipeline.basis import load_basis
-from pipeline.csc import CSCOptions
 from pipeline.datasets import sample
+from pipeline.options import CSCOptions
 from pipeline.resources import BASIS_FOLDER
 from pipeline.solvers import reconstruct
 
@@ -43,7 +43,7 @@ def sporco_results(mixed_images):
 def test_sixteen_images_of_mixed_convergence_match_sporco(mixed_images, sporco_results):
     basis = load_basis(DEFAULT_BASIS)
     expected, expected_iter = sporco_results
-    result, n_iter = batched.reconstruct_batch(mixed_images, basis, batch_size=8)
+    result, n_iter = torch_solver.reconstruct_batch(mixed_images, basis, batch_size=8)
     assert expected_iter.min() < 20 and expected_iter.max() == 200  # really mixed
     assert np.all(np.abs(n_iter - expected_iter) <= 1), (n_iter, expected_iter)
     agreement = [psnr(a, b) for a, b in zip(result, expected, strict=True)]
@@ -57,9 +57,9 @@ def test_each_image_stops_on_its_own_test(mixed_images):
     """In a batch, every image takes the iterations it takes alone, and gives the same pixels."""
     basis = load_basis(DEFAULT_BASIS)
     images = mixed_images[[14, 4, 0, 2]]  # 9, 200, 72 and 50 iterations with sporco
-    together, together_iter = batched.reconstruct_batch(images, basis, batch_size=4)
+    together, together_iter = torch_solver.reconstruct_batch(images, basis, batch_size=4)
     for image, result, n_iter in zip(images, together, together_iter, strict=True):
-        alone, alone_iter = batched.reconstruct_batch(image[None], basis, batch_size=1)
+        alone, alone_iter = torch_solver.reconstruct_batch(image[None], basis, batch_size=1)
         assert n_iter == alone_iter[0]
         assert psnr(result, alone[0]) > 100.0
     assert len(set(together_iter.tolist())) == 4
@@ -68,23 +68,23 @@ def test_each_image_stops_on_its_own_test(mixed_images):
 def test_batch_smaller_than_the_images_and_a_batch_of_one(mixed_images):
     basis = load_basis(DEFAULT_BASIS)
     images = mixed_images[:5]
-    one, one_iter = batched.reconstruct_batch(images[:1], basis)
+    one, one_iter = torch_solver.reconstruct_batch(images[:1], basis)
     assert one.shape == (1, 64, 64, 3) and one.dtype == np.float32
-    few, few_iter = batched.reconstruct_batch(images, basis, batch_size=2)
+    few, few_iter = torch_solver.reconstruct_batch(images, basis, batch_size=2)
     assert few.shape == images.shape and few_iter[0] == one_iter[0]
     assert psnr(few[0], one[0]) > 100.0
 
 
 def test_max_iter_caps_every_image(mixed_images):
     basis = load_basis(DEFAULT_BASIS)
-    _, n_iter = batched.reconstruct_batch(mixed_images[:4], basis, CSCOptions(max_iter=7),
+    _, n_iter = torch_solver.reconstruct_batch(mixed_images[:4], basis, CSCOptions(max_iter=7),
                                           batch_size=3)
     assert n_iter.tolist() == [7, 7, 7, 7]
 
 
 def test_low_high_split_matches_sporcos_tikhonov_filter():
     image = np.random.default_rng(0).random((20, 26, 3), dtype=np.float32)
-    low, high = batched.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])
+    low, high = torch_solver.split_low_high(torch.from_numpy(image).permute(2, 0, 1)[None])
     expected_low, expected_high = signal.tikhonov_filter(image, 5.0, 16)
     np.testing.assert_allclose(low[0].permute(1, 2, 0).numpy(), expected_low, atol=1e-5)
     np.testing.assert_allclose(high[0].permute(1, 2, 0).numpy(), expected_high, atol=1e-5)
@@ -92,12 +92,12 @@ def test_low_high_split_matches_sporcos_tikhonov_filter():
 
 def test_woodbury_x_step_solves_the_normal_equations(small_basis):
     """(rho I + D^H D) x = b at every frequency, for any rho, from one eigendecomposition."""
-    spectrum = batched.dictionary_spectrum(small_basis, (12, 10))
+    spectrum = torch_solver.dictionary_spectrum(small_basis, (12, 10))
     rng = np.random.default_rng(1)
     b = torch.from_numpy(rng.standard_normal((2, 8, 12, 6)) + 1j * rng.standard_normal(
         (2, 8, 12, 6))).to(torch.complex64)
     rho = torch.tensor([0.5, 40.0]).reshape(2, 1, 1, 1)
-    x = batched._solve_x(b.clone(), rho, spectrum) / rho
+    x = torch_solver._solve_x(b.clone(), rho, spectrum) / rho
     d = spectrum.filters  # (3, M, H, Wf)
     applied = rho * x + torch.einsum("cmhw,cnhw,bnhw->bmhw", d.conj(), d, x)
     np.testing.assert_allclose(applied.numpy(), b.numpy(), atol=2e-3 * float(b.abs().max()))
@@ -114,13 +114,14 @@ def test_odd_sized_images_match_sporco(small_basis):
 
 
 def test_devices():
-    assert batched.resolve_device("cpu").type == "cpu"
-    assert batched.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_solver.resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert torch_solver.resolve_device("auto").type == expected
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="PyTorch sees no GPU"):
-            batched.resolve_device("cuda")
+            torch_solver.resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
-        batched.resolve_device("tpu")
+        torch_solver.resolve_device("tpu")
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -135,12 +136,12 @@ def test_fused_loops_give_the_pytorch_reference_codes(mixed_images, joint, batch
     basis = load_basis(DEFAULT_BASIS)
     options = CSCOptions()
     images = torch.from_numpy(mixed_images[[14, 4, 0, 2]]).permute(0, 3, 1, 2).contiguous()
-    _, high = batched.split_low_high(images.to(device), lmbda=options.filter_lmbda,
+    _, high = torch_solver.split_low_high(images.to(device), lmbda=options.filter_lmbda,
                                      pad=options.pad)
-    spectrum = batched.dictionary_spectrum(basis, tuple(high.shape[-2:]), device)
+    spectrum = torch_solver.dictionary_spectrum(basis, tuple(high.shape[-2:]), device)
 
     def codes(fuse):
-        solved = batched.solve(high, spectrum, options, batch_size=batch_size, joint=joint,
+        solved = torch_solver.solve(high, spectrum, options, batch_size=batch_size, joint=joint,
                                fuse=fuse)
         return {int(i): (y.cpu(), int(k)) for rows, ys, ks in solved
                 for i, y, k in zip(rows, ys, ks, strict=True)}
@@ -164,24 +165,25 @@ def test_a_gpu_out_of_memory_halves_the_batch(mixed_images, caplog):
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(0.6e9 / torch.cuda.mem_get_info()[1])
     try:
-        with caplog.at_level("WARNING", logger="pipeline.batched"):
-            out, n_iter = batched.reconstruct_batch(images, basis, batch_size=128, device="cuda")
+        with caplog.at_level("WARNING", logger="pipeline.torch_solver"):
+            out, n_iter = torch_solver.reconstruct_batch(images, basis, batch_size=128,
+                                                         device="cuda")
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-        batched._gpu_batch_limit = None
+        torch_solver._gpu_batch_limit = None
     assert "ran out of memory; solving again in batches of 64 images" in caplog.text, caplog.text
-    reference, reference_iter = batched.reconstruct_batch(mixed_images[:2], basis)
+    reference, reference_iter = torch_solver.reconstruct_batch(mixed_images[:2], basis)
     for k in (0, 1, 126, 127):
         assert psnr(out[k], reference[k % 2]) > 60.0
         assert abs(int(n_iter[k]) - int(reference_iter[k % 2])) <= 1
 
 
 def test_fused_loops_are_the_cpu_default():
-    assert batched.fused.AVAILABLE  # numba is a dependency: the CPU runs the fused loops
+    assert torch_solver.fused.AVAILABLE  # numba is a dependency: the CPU runs the fused loops
     images = torch.rand((1, 3, 8, 8))
-    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32), (8, 8))
-    _, codes, _ = next(batched.solve(images, spectrum, CSCOptions(), fuse=None))
-    _, reference, _ = next(batched.solve(images, spectrum, CSCOptions(), fuse=False))
+    spectrum = torch_solver.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32), (8, 8))
+    _, codes, _ = next(torch_solver.solve(images, spectrum, CSCOptions(), fuse=None))
+    _, reference, _ = next(torch_solver.solve(images, spectrum, CSCOptions(), fuse=False))
     assert torch.allclose(codes, reference, atol=1e-5)
 
 
@@ -190,19 +192,19 @@ def test_without_the_fused_loops_the_pytorch_path_runs(monkeypatch):
     the default solve takes the PyTorch path with the same codes; asking for the
     fused loops there is refused with the reason."""
     images = torch.rand((2, 3, 12, 12), generator=torch.Generator().manual_seed(0))
-    spectrum = batched.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32) / 9, (12, 12))
-    fused_codes = {int(i): y for rows, ys, _ in batched.solve(images, spectrum, CSCOptions(),
+    spectrum = torch_solver.dictionary_spectrum(np.ones((3, 3, 3, 2), np.float32) / 9, (12, 12))
+    fused_codes = {int(i): y for rows, ys, _ in torch_solver.solve(images, spectrum, CSCOptions(),
                                                              batch_size=2)
                    for i, y in zip(rows, ys, strict=True)}
-    monkeypatch.setattr(batched.fused, "AVAILABLE", False)
-    plain = {int(i): y for rows, ys, _ in batched.solve(images, spectrum, CSCOptions(),
+    monkeypatch.setattr(torch_solver.fused, "AVAILABLE", False)
+    plain = {int(i): y for rows, ys, _ in torch_solver.solve(images, spectrum, CSCOptions(),
                                                        batch_size=2)
              for i, y in zip(rows, ys, strict=True)}
     assert sorted(plain) == [0, 1]
     for i in plain:
         assert torch.allclose(plain[i], fused_codes[i], atol=1e-5)
     with pytest.raises(ValueError, match="need numba on a CPU"):
-        next(batched.solve(images, spectrum, CSCOptions(), fuse=True))
+        next(torch_solver.solve(images, spectrum, CSCOptions(), fuse=True))
 
 
 def test_gpu_kernels_agree_with_the_reference_in_tritons_interpreter():

@@ -1,4 +1,4 @@
-"""The evaluation's numbers: accuracy with standard errors, tables, the low-pass share.
+"""The evaluation's numbers: accuracy with standard errors, the low-pass share.
 
 Plain functions over per-image results, so a table can be rebuilt from them
 without rerunning anything.
@@ -6,12 +6,9 @@ without rerunning anything.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
-from pipeline.csc import CSCOptions
+from pipeline.options import CSCOptions
 from pipeline.sporco_solver import split_low_high
 
 
@@ -27,33 +24,6 @@ def records(correct: dict[tuple[str, str], np.ndarray], rows: list[str],
     """One record per table cell that was measured: defense, attack, accuracy, se, n."""
     return [{"defense": row, "attack": column, **accuracy_cell(correct[row, column])}
             for row in rows for column in columns if (row, column) in correct]
-
-
-def write_csv(cells: list[dict], path: str | Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["defense", "attack", "accuracy", "se", "n"])
-        writer.writeheader()
-        for cell in cells:
-            writer.writerow({**cell, "accuracy": f"{cell['accuracy']:.4f}",
-                             "se": f"{cell['se']:.4f}"})
-
-
-def markdown_table(cells: list[dict], rows: list[str], columns: list[str]) -> str:
-    """Rows x columns of "accuracy ± se"; "—" where a cell was not measured, and no line for a
-    row with no cell in these columns."""
-    by_cell = {(c["defense"], c["attack"]): c for c in cells}
-    rows = [row for row in rows if any((row, col) in by_cell for col in columns)]
-    ns = sorted({by_cell[row, col]["n"] for row in rows for col in columns
-                 if (row, col) in by_cell})
-    lines = ["| defense | " + " | ".join(columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    for row in rows:
-        values = [f"{by_cell[row, col]['accuracy']:.3f} ± {by_cell[row, col]['se']:.3f}"
-                  if (row, col) in by_cell else "—" for col in columns]
-        lines.append(f"| {row} | " + " | ".join(values) + " |")
-    lines.append("")
-    lines.append(f"Accuracy ± standard error; n = {', '.join(map(str, ns))} test images per cell.")
-    return "\n".join(lines) + "\n"
 
 
 def lowpass_energy_share(clean: np.ndarray, adversarial: np.ndarray,

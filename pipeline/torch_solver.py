@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from pipeline import fused, fused_gpu
-from pipeline.csc import CSCOptions, check_images, finish_output
+from pipeline.options import CSCOptions
+from pipeline.solver_io import check_images, finish_output
 
 RELAXATION = 1.8  # sporco ConvBPDN's RelaxParam
 
@@ -230,7 +231,7 @@ def reconstruct_batch(
     Returns
     -------
     reconstructions : (N, H, W, 3) ndarray, float32
-        In [0, 1] (clipped, or max-rescaled: :func:`pipeline.csc.finish_output`).
+        In [0, 1] (clipped, or max-rescaled: :func:`pipeline.solver_io.finish_output`).
     n_iter : (N,) ndarray, int
         ADMM iterations each image took.
     """
@@ -245,7 +246,7 @@ class Coded:
     Attributes
     ----------
     reconstructions : (N, H, W, 3) float32 ndarray
-        In [0, 1], finished as the options say (:func:`pipeline.csc.finish_output`).
+        In [0, 1], finished as the options say (:func:`pipeline.solver_io.finish_output`).
     n_iter : (N,) int64 ndarray
         ADMM iterations of each image's solve.
     objective : (N,) float64 ndarray

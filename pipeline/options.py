@@ -1,15 +1,9 @@
-"""Convolutional sparse coding: the settings, and what every solver checks and finishes.
+"""The stages' settings, every default with its meaning: CSC, dictionary learning, the DAE.
 
-The solvers (:mod:`pipeline.sporco_solver`, :mod:`pipeline.batched`) and the
-registry that picks one (:mod:`pipeline.solvers`) all build on this module,
-which imports neither sporco nor PyTorch.
-
-Layouts, named once (see also :mod:`pipeline.basis`):
-
-- images are channels-last, ``(H, W, 3)`` for one image and ``(N, H, W, 3)``
-  for a batch, float32 in [0, 1];
-- a basis (dictionary) uses sporco's layout ``(P, P, 3, M)``: ``M`` filters of
-  ``P x P`` pixels over the three colour channels (one joint colour dictionary).
+The config (:mod:`pipeline.config`) reads its ``csc``, ``learn.dictionary``
+and ``learn.dae`` sections into these; the stages take them as they are.
+This module imports neither sporco nor PyTorch, so a config loads without
+either.
 
 References
 ----------
@@ -24,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
-
-import numpy as np
 
 SolverName = Literal["torch", "woodbury", "sporco"]
 SOLVER_NAMES: tuple[str, ...] = ("torch", "woodbury", "sporco")
@@ -69,7 +61,7 @@ class CSCOptions:
         (:func:`finish_output`).
     solver : {"torch", "woodbury", "sporco"}
         Which implementation of the same ADMM runs (:mod:`pipeline.solvers`).
-        ``"torch"`` (:mod:`pipeline.batched`) is a batched PyTorch port of
+        ``"torch"`` (:mod:`pipeline.torch_solver`) is a batched PyTorch port of
         sporco's ConvBPDN, on the CPU or a GPU; ``"sporco"`` is sporco's
         ConvBPDN itself, the reference's code path and the tests' oracle;
         ``"woodbury"`` is sporco's with an exact, faster X-step
@@ -208,38 +200,32 @@ class CDLOptions:
                           rel_stop_tol=self.coding_rel_stop_tol)
 
 
-def check_images(images: np.ndarray, basis: np.ndarray) -> None:
-    """Raise ValueError unless ``images`` is ``(N, H, W, C)`` that ``basis`` can code."""
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
-    _check_image_shape(images.shape[1:], basis.shape)
+@dataclass(frozen=True)
+class DAEOptions:
+    """Training settings, the reference's: batch 32, patience 3, noise 0.15.
 
-
-def check_image(image: np.ndarray, basis: np.ndarray) -> None:
-    """Raise ValueError unless ``image`` is ``(H, W, C)`` with the basis's ``C`` channels
-    and at least as large as its filters."""
-    _check_image_shape(image.shape, basis.shape)
-
-
-def _check_image_shape(shape: tuple[int, ...], basis_shape: tuple[int, ...]) -> None:
-    if len(shape) != 3 or shape[-1] != basis_shape[2]:
-        raise ValueError(f"image must have shape (H, W, {basis_shape[2]}) to match the basis "
-                         f"{basis_shape}, got {shape}")
-    if shape[0] < basis_shape[0] or shape[1] < basis_shape[1]:
-        raise ValueError(f"image {shape[:2]} is smaller than the filters {basis_shape[:2]}")
-
-
-def finish_output(reconstructions: np.ndarray, output: str = "clip") -> np.ndarray:
-    """``low + D*X`` for (N, H, W, 3) images -> the reconstructions, float32 in [0, 1].
-
-    ``output="max_rescale"`` divides each image by its maximum first (the
-    reference's ``x / max(x)``); then values are clipped to [0, 1].  Every
-    solver ends with this function, so their outputs are finished alike.
+    Attributes
+    ----------
+    max_epochs : int
+        Most passes over the training images.
+    batch_size : int
+        Images per Adam step.
+    learning_rate : float
+        Adam's step size.
+    noise_std : float
+        Standard deviation of the Gaussian noise added to the inputs.
+    patience : int
+        Epochs without a better validation loss before training stops.
+    validation_fraction : float
+        Share of the images held out to measure the validation loss.
     """
-    if output == "max_rescale":
-        peak = reconstructions.max(axis=(1, 2, 3), keepdims=True)
-        reconstructions = reconstructions / np.maximum(peak, np.finfo(np.float32).tiny)
-    return np.clip(reconstructions, 0.0, 1.0).astype(np.float32, copy=False)
+
+    max_epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    noise_std: float = 0.15
+    patience: int = 3
+    validation_fraction: float = 0.1
 
 
 def _check_positive(options: object, *names: str) -> None:
