@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from flows.reconstruct import reconstruct_dataset
+from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
 from pipeline.datasets import photo_tiles
 from pipeline.options import CSCOptions
@@ -80,8 +80,8 @@ def measure(client, scheduler: psutil.Process, size: int, folder: Path) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        reconstruct_dataset(client, dataset, bases=open_bases(DEFAULT_BASIS),
-                            options=CSCOptions(), store_path=folder / f"{size}.zarr",
+        reconstruct_dataset(client, dataset, open_bases(DEFAULT_BASIS),
+                            StoreTarget(folder / f"{size}.zarr"), options=CSCOptions(),
                             progress=False, stop_requested=enough)
     except KeyboardInterrupt:
         pass

@@ -46,7 +46,7 @@ from PIL import Image
 from sporco import signal
 from sporco.admm import cbpdn
 
-from flows.reconstruct import reconstruct_dataset
+from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline import torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis, open_bases
 from pipeline.config import ComputeConfig
@@ -61,7 +61,7 @@ from pipeline.datasets import (
 )
 from pipeline.options import CSCOptions
 from pipeline.runtime import WORKER_MALLOC, SolverThreads, connect
-from pipeline.store import open_store, read_images, write_image
+from pipeline.store import StoreLayout, open_store, read_images, write_image
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,8 +125,8 @@ def flow(client, dataset: Dataset, store: Path, options=CSCOptions(), compute=Co
          basis: Path = DEFAULT_BASIS, read_back: bool = True):
     """Run the reconstruct flow; return (seconds, images read back from the store or None)."""
     started = time.perf_counter()
-    reconstruct_dataset(client, dataset, bases=open_bases(basis), options=options,
-                        compute=compute, store_path=store, progress=False)
+    reconstruct_dataset(client, dataset, open_bases(basis), StoreTarget(store),
+                        options=options, compute=compute, progress=False)
     seconds = time.perf_counter() - started
     return seconds, read_images(zarr.open_group(store, mode="r")) if read_back else None
 
@@ -266,8 +266,8 @@ def io_costs(tmp) -> dict:
     path = tmp / "one.png"
     Image.fromarray(tile).save(path)
     store = tmp / "io.zarr"
-    open_store(store, names=[str(i) for i in range(200)], image_shape=(64, 64, 3),
-               dtype="uint8", settings={})
+    open_store(store, StoreLayout(names=[str(i) for i in range(200)], image_shape=(64, 64, 3),
+                                  dtype="uint8", settings={}, images_per_shard=1))
     started = time.perf_counter()
     for _ in range(200):
         load_item(path, size=64, fit="none")

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.reconstruct import reconstruct_dataset
+from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
+from pipeline.config import StoreConfig
 from pipeline.datasets import photo_tiles
 from pipeline.options import CSCOptions
 from pipeline.runtime import connect, disconnect
@@ -94,9 +95,9 @@ def main() -> None:
                              else f"s3://bench/s{shard}.zarr")
                     started = time.perf_counter()
                     summary = reconstruct_dataset(
-                        client, dataset, bases=bases, options=CSCOptions(max_iter=5),
-                        store_path=store, images_per_shard=shard, storage=storage,
-                        progress=False)
+                        client, dataset, bases,
+                        StoreTarget(store, StoreConfig(images_per_shard=shard), storage),
+                        options=CSCOptions(max_iter=5), progress=False)
                     seconds = time.perf_counter() - started
                     assert summary.done == args.images
                     rows.append({"store": where, "images_per_shard": shard,

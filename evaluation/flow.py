@@ -41,10 +41,10 @@ from evaluation.baselines import BASELINES
 from evaluation.classifier import predict, to_tensor, train_classifier
 from evaluation.defense import CSCDefense, TransformDefense
 from evaluation.tasks import Task
-from flows.reconstruct import reconstruct_dataset
+from flows.reconstruct import StoreTarget, reconstruct_dataset
 from flows.waiting import StopRequested, each_completed, never, stop_point
 from pipeline.basis import BasisSet
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, StoreConfig
 from pipeline.datasets import Dataset
 from pipeline.options import CSCOptions
 from pipeline.store import read_images
@@ -422,9 +422,9 @@ def _reconstruct_all(client: Client, name: str, parts: dict[str, np.ndarray], ba
     items = [image for images in parts.values() for image in images]
     size = items[0].shape[0]
     dataset = Dataset(f"{name}-evaluation", names, items, image_size=size, fit="none")
-    summary = reconstruct_dataset(client, dataset, bases=basis, options=csc, store_path=store,
-                                  dtype="float32", progress=progress,
-                                  stop_requested=stop_requested)
+    target = StoreTarget(store, StoreConfig(dtype="float32"))  # the classifier reads floats
+    summary = reconstruct_dataset(client, dataset, basis, target, options=csc,
+                                  progress=progress, stop_requested=stop_requested)
     if summary.failed:
         raise RuntimeError(f"{store}: {len(summary.failed)} images failed to reconstruct")
     stored = read_images(zarr.open_group(store, mode="r"))

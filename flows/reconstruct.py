@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +33,14 @@ from tqdm import tqdm
 
 from flows.waiting import StopRequested, each_completed, never
 from pipeline.basis import BasisSet
-from pipeline.config import ComputeConfig
+from pipeline.config import ComputeConfig, Config, StoreConfig
 from pipeline.datasets import Dataset, Fit, ImageReadError, load_item
 from pipeline.errors import RunStopped
 from pipeline.lease import Lease
 from pipeline.options import CSCOptions
 from pipeline.storage import StorageOptions, is_url, location
 from pipeline.store import (
+    StoreLayout,
     already_written,
     check_guard,
     check_store,
@@ -158,25 +159,41 @@ def _solves_on_gpu(settings: TaskSettings) -> bool:
             and _worker_has_gpu())
 
 
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a run writes: the store's location, the config's ``store`` section (type,
+    sharding, guard) and how to reach object storage (``storage_options``)."""
+
+    path: str | Path
+    store: StoreConfig = StoreConfig()
+    storage: StorageOptions = StorageOptions()
+
+    @classmethod
+    def of(cls, config: Config) -> StoreTarget:
+        """The target a config names (``store.path``, or its default beside the outputs)."""
+        return cls(config.store_path, config.store, config.storage_options)
+
+    def resolved(self) -> StoreTarget:
+        """A URL as it is; a local path made absolute (workers may run elsewhere)."""
+        where = location(self.path)
+        return replace(self, path=where if is_url(where) else Path(where).resolve())
+
+
 def reconstruct_dataset(
     client: Client,
     dataset: Dataset,
-    *,
     bases: BasisSet,
+    target: StoreTarget,
+    *,
     options: CSCOptions,
     compute: ComputeConfig = ComputeConfig(),
-    store_path: str | Path,
-    dtype: str = "uint8",
-    images_per_shard: int = 1,
-    storage: StorageOptions = StorageOptions(),
-    guard: str = "auto",
     attrs: dict | None = None,
     overwrite: bool = False,
     strict: bool = False,
     progress: bool = True,
     stop_requested: StopRequested = never,
 ) -> RunSummary:
-    """Reconstruct every image of ``dataset`` not yet done into the store at ``store_path``.
+    """Reconstruct every image of ``dataset`` not yet done into the store at ``target``.
 
     ``bases`` (:func:`pipeline.basis.open_bases`) is sent once to every
     worker; each image is reconstructed with the basis of its cluster, and its
@@ -184,19 +201,21 @@ def reconstruct_dataset(
     cannot be read are skipped and recorded (``strict`` stops at the first
     instead); a re-run does only what is left, and a second run on the same
     store while one is going is refused (:func:`pipeline.store.guard_store`).
-    ``store_path`` may be a URL, reached with ``storage``; ``images_per_shard``
-    makes a sharded store (one task per shard).  ``compute`` says where the
-    solver runs and how many images a task takes.
+    ``target.path`` may be a URL, reached with ``target.storage``; a
+    ``target.store.images_per_shard`` above 1 makes a sharded store (one task
+    per shard).  ``compute`` says where the solver runs and how many images a
+    task takes.
     ``stop_requested`` is asked after each task: when it says True, the
     remaining tasks are cancelled and :class:`KeyboardInterrupt` is raised,
     every finished image kept.
     """
     started = time.perf_counter()
-    store_path = _absolute(store_path)
-    with guard_store(store_path, storage, guard=guard) as lease:
-        group = open_store(store_path, **_store_layout(dataset, bases, options, dtype),
+    target = target.resolved()
+    store_path, storage = target.path, target.storage
+    with guard_store(store_path, storage, guard=target.store.guard) as lease:
+        group = open_store(store_path, _store_layout(dataset, bases, options, target.store),
                            labels=dataset.labels, attrs=attrs, overwrite=overwrite,
-                           images_per_shard=images_per_shard, storage=storage)
+                           storage=storage)
         todo = pending(group)
         summary = RunSummary(store_path, len(dataset), len(dataset) - len(todo))
         if summary.done_before:
@@ -221,38 +240,31 @@ def reconstruct_dataset(
         return summary
 
 
-def check_run_store(dataset: Dataset, *, bases: BasisSet, options: CSCOptions,
-                    store_path: str | Path, dtype: str = "uint8", overwrite: bool = False,
-                    images_per_shard: int = 1, storage: StorageOptions = StorageOptions(),
-                    guard: str = "auto") -> None:
+def check_run_store(dataset: Dataset, bases: BasisSet, target: StoreTarget, *,
+                    options: CSCOptions, overwrite: bool = False) -> None:
     """Raise :class:`pipeline.store.StoreError` now if the run could not use its store.
 
     What :func:`reconstruct_dataset` would find when it opens the store (and
     whether another run holds it), for the commands to check before they
     start any workers.
     """
-    store_path = _absolute(store_path)
-    check_store(store_path, **_store_layout(dataset, bases, options, dtype),
-                overwrite=overwrite, images_per_shard=images_per_shard, storage=storage)
-    check_guard(store_path, storage, guard=guard)
+    target = target.resolved()
+    check_store(target.path, _store_layout(dataset, bases, options, target.store),
+                overwrite=overwrite, storage=target.storage)
+    check_guard(target.path, target.storage, guard=target.store.guard)
 
 
-def _absolute(store_path: str | Path) -> str | Path:
-    """A URL as it is; a local path made absolute (workers may run elsewhere)."""
-    where = location(store_path)
-    return where if is_url(where) else Path(where).resolve()
-
-
-def _store_layout(dataset: Dataset, bases: BasisSet, options: CSCOptions, dtype: str) -> dict:
-    """The store's shape and the settings that determine its pixels."""
+def _store_layout(dataset: Dataset, bases: BasisSet, options: CSCOptions,
+                  store: StoreConfig) -> StoreLayout:
+    """The store's shape, type and sharding, and the settings that determine its pixels."""
     size = dataset.side()
     settings = {
         "dataset": {"name": dataset.name, "image_size": size, "fit": dataset.fit},
         "basis": bases.record,
         "csc": options.as_dict(),
     }
-    return dict(names=dataset.names, image_shape=(size, size, 3), dtype=dtype,
-                settings=settings)
+    return StoreLayout(names=dataset.names, image_shape=(size, size, 3), dtype=store.dtype,
+                       settings=settings, images_per_shard=store.images_per_shard)
 
 
 def _default_images_per_task(client: Client, compute: ComputeConfig, solver: str,

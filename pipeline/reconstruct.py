@@ -20,7 +20,7 @@ import argparse
 import logging
 import sys
 
-from flows.reconstruct import RunSummary, check_run_store, reconstruct_dataset
+from flows.reconstruct import RunSummary, StoreTarget, check_run_store, reconstruct_dataset
 from pipeline.basis import BasisSet, open_bases, resolve_basis_path
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config
@@ -72,15 +72,13 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
                            "--set dataset.path=PATH)") from None
     basis_path = resolve_basis_path(config.basis)
     bases = open_bases(basis_path, config.storage_options)
-    check_run_store(dataset, bases=bases, options=config.csc, store_path=config.store_path,
-                    dtype=config.store.dtype, overwrite=args.overwrite,
-                    images_per_shard=config.store.images_per_shard,
-                    storage=config.storage_options, guard=config.store.guard)
+    target = StoreTarget.of(config)
+    check_run_store(dataset, bases, target, options=config.csc, overwrite=args.overwrite)
     log.info("%s: %d images, %s %s, lambda %g", config.name, len(dataset),
              f"basis set of {len(bases.bases)} clusters" if bases.stratified else "basis",
              basis_path, config.csc.lmbda)
     return Job(
-        run=lambda client, stop_requested: run(client, config, dataset, bases, args,
+        run=lambda client, stop_requested: run(client, config, dataset, bases, target, args,
                                                stop_requested),
         what="run",
         kept=f"images finished so far are kept in {config.store_path}; "
@@ -91,15 +89,13 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
         small=len(dataset) <= SMALL_JOB_IMAGES)
 
 
-def run(client, config: Config, dataset: Dataset, bases: BasisSet, args: argparse.Namespace,
-        stop_requested) -> int:
+def run(client, config: Config, dataset: Dataset, bases: BasisSet, target: StoreTarget,
+        args: argparse.Namespace, stop_requested) -> int:
     """The reconstruct flow, then the summary (and the PNG export)."""
     summary = reconstruct_dataset(
-        client, dataset, bases=bases, options=config.csc, compute=config.compute,
-        store_path=config.store_path, dtype=config.store.dtype,
-        images_per_shard=config.store.images_per_shard, storage=config.storage_options,
-        guard=config.store.guard, attrs={"config": config.as_dict()}, overwrite=args.overwrite,
-        strict=args.strict, progress=args.quiet == 0, stop_requested=stop_requested)
+        client, dataset, bases, target, options=config.csc, compute=config.compute,
+        attrs={"config": config.as_dict()}, overwrite=args.overwrite, strict=args.strict,
+        progress=args.quiet == 0, stop_requested=stop_requested)
     log_summary(summary)
     if config.export:
         written = export_images(open_group(summary.store, config.storage_options),

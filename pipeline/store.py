@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,25 +69,12 @@ class StoreError(UserError, ValueError):
     """The output store cannot be used: not a Zarr store, or made with other settings."""
 
 
-def open_store(
-    path: str | Path,
-    *,
-    names: list[str],
-    image_shape: tuple[int, int, int],
-    dtype: str,
-    settings: dict,
-    labels: np.ndarray | None = None,
-    attrs: dict | None = None,
-    overwrite: bool = False,
-    images_per_shard: int = 1,
-    storage: StorageOptions = StorageOptions(),
-) -> zarr.Group:
-    """Create the store, or reopen it to resume when its settings are the same.
+@dataclass(frozen=True)
+class StoreLayout:
+    """What a store holds and what made its pixels; a store is resumed only with the same.
 
-    Parameters
+    Attributes
     ----------
-    path : str or Path
-        Folder of the Zarr group, or a URL (``s3://bucket/out.zarr``).
     names : list of str, length N
         Source name of each image.
     image_shape : (H, W, 3)
@@ -94,16 +82,44 @@ def open_store(
     dtype : {"uint8", "float32"}
         Storage type of ``images``.
     settings : dict
-        What determines the pixels; a store made with different settings is
-        refused unless ``overwrite``.
+        What determines the pixels (the data set's size and fit, the basis
+        record, the CSC options); a store made with other settings is refused
+        unless overwritten.
+    images_per_shard : int
+        Images per stored object (1: no sharding; ``store.images_per_shard``).
+    """
+
+    names: list[str]
+    image_shape: tuple[int, int, int]
+    dtype: str
+    settings: dict
+    images_per_shard: int
+
+
+def open_store(
+    path: str | Path,
+    layout: StoreLayout,
+    *,
+    labels: np.ndarray | None = None,
+    attrs: dict | None = None,
+    overwrite: bool = False,
+    storage: StorageOptions = StorageOptions(),
+) -> zarr.Group:
+    """Create the store, or reopen it to resume when its layout is the same.
+
+    Parameters
+    ----------
+    path : str or Path
+        Folder of the Zarr group, or a URL (``s3://bucket/out.zarr``).
+    layout : StoreLayout
+        The images' names and shape, the storage type, the settings that made
+        the pixels and the sharding.
     labels : (N,) int array, optional
         Class labels (-1 unknown).
     attrs : dict, optional
         Further attributes to record (e.g. the resolved config).
     overwrite : bool
-        Replace an existing store made with other settings.
-    images_per_shard : int
-        Images per stored object (1: no sharding).
+        Replace an existing store made with another layout.
     storage : StorageOptions
         How to reach a URL.
 
@@ -114,16 +130,15 @@ def open_store(
         other settings (or another ``images_per_shard``) and ``overwrite`` is
         False.
     """
-    existing = check_store(path, names=names, image_shape=image_shape, dtype=dtype,
-                           settings=settings, overwrite=overwrite,
-                           images_per_shard=images_per_shard, storage=storage)
+    existing = check_store(path, layout, overwrite=overwrite, storage=storage)
     if existing is not None:
         return existing
-    settings = _full_settings(settings, names, image_shape, dtype)
+    names, image_shape, dtype = layout.names, layout.image_shape, layout.dtype
+    settings = _full_settings(layout)
     group = zarr.open_group(location(path), mode="w", zarr_format=3,
                             storage_options=zarr_options(path, storage))
     n = len(names)
-    per_shard = (images_per_shard,) if images_per_shard > 1 else None  # None: no sharding
+    per_shard = (layout.images_per_shard,) if layout.images_per_shard > 1 else None
     group.create_array("images", shape=(n, *image_shape), chunks=(1, *image_shape),
                        shards=per_shard and (*per_shard, *image_shape), dtype=dtype,
                        fill_value=0)
@@ -148,8 +163,8 @@ def open_group(path: str | Path, storage: StorageOptions = StorageOptions(),
 
 
 @contextlib.contextmanager
-def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
-                guard: str = "auto") -> Iterator[Lease | None]:
+def guard_store(path: str | Path, storage: StorageOptions, *,
+                guard: str) -> Iterator[Lease | None]:
     """Keep every other run from writing the store at ``path`` while the block runs.
 
     A local store: an exclusive lock file beside it (:func:`lock_store`).
@@ -180,8 +195,7 @@ def guard_store(path: str | Path, storage: StorageOptions = StorageOptions(), *,
             "run writes it and set store.guard: none")
 
 
-def check_guard(path: str | Path, storage: StorageOptions = StorageOptions(), *,
-                guard: str = "auto") -> None:
+def check_guard(path: str | Path, storage: StorageOptions, *, guard: str) -> None:
     """Raise now if :func:`guard_store` would refuse; holds nothing after it returns
     (an S3 lease is only read, so that a refused run writes nothing)."""
     if guard != "none" and is_url(path) and protocol_of(str(path)) in ("s3", "s3a"):
@@ -222,13 +236,9 @@ def lock_store(path: str | Path) -> Iterator[Path]:
 
 def check_store(
     path: str | Path,
+    layout: StoreLayout,
     *,
-    names: list[str],
-    image_shape: tuple[int, int, int],
-    dtype: str,
-    settings: dict,
     overwrite: bool = False,
-    images_per_shard: int = 1,
     storage: StorageOptions = StorageOptions(),
 ) -> zarr.Group | None:
     """The existing store to resume, None when a new one is to be made; never writes.
@@ -245,14 +255,14 @@ def check_store(
     existing = _existing_group(location(path), storage)
     if existing is None or overwrite:
         return None
-    old, new = existing.attrs.get("settings"), _full_settings(settings, names, image_shape, dtype)
+    old, new = existing.attrs.get("settings"), _full_settings(layout)
     if old != new:
         diff = ", ".join(_differences(old or {}, new)) or "unrecorded settings"
         raise StoreError(f"{path}: store was made with other settings ({diff}); "
                          "pass --overwrite to replace it, or --out to write elsewhere")
-    if shard_size(existing) != images_per_shard:
+    if shard_size(existing) != layout.images_per_shard:
         raise StoreError(f"{path}: store was made with {shard_size(existing)} images per "
-                         f"shard, the config asks for {images_per_shard}; set "
+                         f"shard, the config asks for {layout.images_per_shard}; set "
                          f"store.images_per_shard: {shard_size(existing)} to resume it, or "
                          "pass --overwrite to replace it")
     return existing
@@ -264,9 +274,10 @@ def shard_size(group: zarr.Group) -> int:
     return 1 if shards is None else int(shards[0])
 
 
-def _full_settings(settings: dict, names: list[str], image_shape, dtype: str) -> dict:
-    return _plain({**settings, "n_images": len(names), "image_shape": list(image_shape),
-                   "dtype": dtype, "names_digest": _digest(names)})
+def _full_settings(layout: StoreLayout) -> dict:
+    return _plain({**layout.settings, "n_images": len(layout.names),
+                   "image_shape": list(layout.image_shape), "dtype": layout.dtype,
+                   "names_digest": _digest(layout.names)})
 
 
 def _existing_group(path: str | Path, storage: StorageOptions) -> zarr.Group | None:

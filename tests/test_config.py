@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ComputeConfig, ConfigError, StoreConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["sample", "photos", "imagenet", "cifar10", "textures", "scenes",
@@ -131,3 +135,26 @@ def test_compute_settings_are_checked():
         load_config("sample", ["compute.batch_size=0"])
     with pytest.raises(ConfigError, match=r"compute.device must be one of 'auto', 'cpu', 'cuda'"):
         load_config("sample", ["compute.device=gpu"])
+
+
+def test_the_store_and_compute_defaults_live_in_the_config_alone():
+    """No function of the product restates a default of the ``store`` or ``compute``
+    sections (sharding, the guard, images per task, load threads): it takes the config's
+    dataclass, or the value without a default."""
+    config_only = {"images_per_shard", "guard", "images_per_task", "load_threads"}
+    assert config_only <= {f.name for cls in (StoreConfig, ComputeConfig)
+                           for f in dataclasses.fields(cls)}
+    restated = []
+    for path in sorted(p for package in ("pipeline", "flows", "evaluation")
+                       for p in (ROOT / package).glob("*.py") if p.name != "config.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            args = node.args
+            positional = args.posonlyargs + args.args
+            with_defaults = positional[len(positional) - len(args.defaults):] + [
+                arg for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                if default is not None]
+            restated += [f"{path.name}:{node.lineno} {node.name}({arg.arg}=...)"
+                         for arg in with_defaults if arg.arg in config_only]
+    assert restated == []

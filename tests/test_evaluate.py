@@ -15,9 +15,9 @@ from evaluation.classifier import SmallCNN, to_tensor
 from evaluation.defense import CSCDefense
 from evaluation.flow import EPSILONS, SWEEP, EvaluateOptions, eps_label, evaluate
 from evaluation.tasks import TEXTURES, digits, load_task, scenes
-from flows.reconstruct import reconstruct_dataset
+from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
-from pipeline.config import EvaluateConfig
+from pipeline.config import EvaluateConfig, StoreConfig
 from pipeline.datasets import Dataset
 from pipeline.options import CSCOptions
 from pipeline.store import read_images
@@ -60,8 +60,9 @@ def test_csc_defense_equals_the_pipelines_reconstruction(client, patches, tmp_pa
     bases = open_bases(STRATIFIED_SET)
     names = [f"patch{i}" for i in range(len(images))]
     dataset = Dataset("patches", names, list(images), image_size=32, fit="none")
-    reconstruct_dataset(client, dataset, bases=bases, options=CSCOptions(),
-                        store_path=tmp_path / "p.zarr", dtype="float32", progress=False)
+    reconstruct_dataset(client, dataset, bases,
+                        StoreTarget(tmp_path / "p.zarr", StoreConfig(dtype="float32")),
+                        options=CSCOptions(), progress=False)
     group = zarr.open_group(tmp_path / "p.zarr", mode="r")
 
     out = CSCDefense(bases)(to_tensor(images))

@@ -10,16 +10,19 @@ from PIL import Image
 from sporco import signal
 from sporco.admm import cbpdn
 
-from flows.reconstruct import StrictModeError, reconstruct_dataset
+from flows.reconstruct import StoreTarget, StrictModeError, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
+from pipeline.config import StoreConfig
 from pipeline.datasets import image_folder, sample
 from pipeline.options import CSCOptions
 from pipeline.store import StoreError, read_images
 
 
-def run(client, dataset, basis_path, store, **kwargs):
-    return reconstruct_dataset(client, dataset, bases=open_bases(basis_path),
-                               store_path=store, progress=False, **kwargs)
+def run(client, dataset, basis_path, store, *, store_config=StoreConfig(), options=CSCOptions(),
+        **kwargs):
+    return reconstruct_dataset(client, dataset, open_bases(basis_path),
+                               StoreTarget(store, store_config), options=options,
+                               progress=False, **kwargs)
 
 
 def test_stored_reconstructions_match_direct_sporco_solves(client, tmp_path):
@@ -95,7 +98,7 @@ def test_batch_size_and_task_size_do_not_change_the_store(client, tmp_path):
     dataset = type(full)("sample7", full.names[::50][:7], full.items[::50][:7],
                          full.labels[::50][:7], image_size=64, fit="none")
     run(client, dataset, DEFAULT_BASIS, tmp_path / "one.zarr", options=CSCOptions())
-    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "torch_solver.zarr",
+    summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "batched.zarr",
                   options=CSCOptions(), compute=ComputeConfig(batch_size=4, images_per_task=5))
     assert summary.done == 7 and not summary.failed
     one, batched = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("one", "batched"))
@@ -119,14 +122,14 @@ def test_a_sharded_store_resumes_and_holds_the_same_pixels(client, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
-            images_per_shard=2, stop_requested=first_shard_written)
+            store_config=StoreConfig(images_per_shard=2), stop_requested=first_shard_written)
     done = zarr.open_group(tmp_path / "sharded.zarr", mode="r")["done"][:]
     shards = done.reshape(10, 2)
     assert all(s.all() or not s.any() for s in shards)  # whole shards only
     # Shards already running on a worker at the stop still finish there; the rest wait.
     assert 1 <= sum(s.all() for s in shards) < 10
     summary = run(client, dataset, DEFAULT_BASIS, tmp_path / "sharded.zarr", options=options,
-                  images_per_shard=2)
+                  store_config=StoreConfig(images_per_shard=2))
     assert summary.done_before >= done.sum() and summary.done == 20
     for array in ("images", "done", "n_iter", "cluster"):
         objects = list((tmp_path / "sharded.zarr" / array / "c").rglob("*"))

@@ -234,7 +234,7 @@ def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypa
     this run notices at its next renewal, stops with a clear error, keeps what it wrote."""
     import threading
 
-    from flows.reconstruct import LeaseLostError, reconstruct_dataset
+    from flows.reconstruct import LeaseLostError, StoreTarget, reconstruct_dataset
     from pipeline.basis import open_bases
     from pipeline.config import ComputeConfig
     from pipeline.datasets import image_folder
@@ -257,10 +257,10 @@ def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypa
         thief.start()
         with pytest.raises(LeaseLostError, match="another run took its lease over "
                            r"\(process 3 on elsewhere.*finished images are kept"):
-            reconstruct_dataset(client, dataset, bases=open_bases(DEFAULT_BASIS),
-                                options=CSCOptions(max_iter=800, rel_stop_tol=1e-9),
-                                compute=ComputeConfig(images_per_task=1),
-                                store_path=s3.url(store), storage=storage, progress=False)
+            reconstruct_dataset(client, dataset, open_bases(DEFAULT_BASIS),
+                                StoreTarget(s3.url(store), storage=storage),
+                                options=CSCOptions(**SLOW_SOLVES),
+                                compute=ComputeConfig(images_per_task=1), progress=False)
     finally:
         thief.join()
         client.close()

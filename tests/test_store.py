@@ -6,15 +6,24 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.store import StoreError, export_images, open_store, pending, read_images, write_image
+from pipeline.store import (
+    StoreError,
+    StoreLayout,
+    export_images,
+    open_store,
+    pending,
+    read_images,
+    write_image,
+)
 
 NAMES = ["a/one.png", "a/two.png", "b/three.jpg"]
 
 
-def make(path, **changes):
-    args = dict(names=NAMES, image_shape=(8, 8, 3), dtype="uint8",
-                settings={"csc": {"lmbda": 0.2}}, labels=np.array([0, 0, 1]))
-    return open_store(path, **{**args, **changes})
+def make(path, *, overwrite=False, **changes):
+    layout = StoreLayout(**{**dict(names=NAMES, image_shape=(8, 8, 3), dtype="uint8",
+                                   settings={"csc": {"lmbda": 0.2}}, images_per_shard=1),
+                            **changes})
+    return open_store(path, layout, labels=np.array([0, 0, 1]), overwrite=overwrite)
 
 
 def test_layout_chunks_one_image_per_chunk(tmp_path):
