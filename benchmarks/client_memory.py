@@ -38,8 +38,8 @@ import psutil
 
 from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
-from pipeline.datasets import photo_tiles
 from pipeline.options import CSCOptions
+from pipeline.photos import photo_tiles
 from pipeline.runtime import connect, disconnect
 from pipeline.worker import pre_spawn_environ
 

@@ -46,16 +46,12 @@ import torch
 
 from pipeline import torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.datasets import (
-    bundled_photographs,
-    fit_image,
-    image_folder,
-    load_item,
-    photo_tiles,
-    to_float_rgb,
-)
+from pipeline.datasets import load_item
+from pipeline.images import fit_image, to_float_rgb
 from pipeline.online_cdl import OnlineLearner, initial_filters
 from pipeline.options import CDLOptions, CSCOptions
+from pipeline.photos import bundled_photographs, photo_tiles
+from pipeline.sources import image_folder
 
 PARTS = ("copy", "solver", "iteration", "learner", "command")
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from pipeline.datasets import sample
 from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
 from pipeline.options import CDLOptions
+from pipeline.photos import sample
 from pipeline.quality import coding_quality
 
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from flows.learn import learn_bases
 from pipeline.config import LearnConfig
-from pipeline.datasets import sample
 from pipeline.options import CDLOptions
+from pipeline.photos import sample
 from pipeline.runtime import connect
 
 

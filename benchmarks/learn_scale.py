@@ -1,7 +1,7 @@
 """Memory of the learn flow against the number of images: the client stays flat.
 
 Runs :func:`flows.learn.learn_bases` on 2,000 and on 20,000 photo tiles
-(``pipeline.datasets.photo_tiles``) in one run, on a LocalCluster of 2
+(``pipeline.photos.photo_tiles``) in one run, on a LocalCluster of 2
 workers, with every stage present but short (4 clusters, one DAE epoch on 500
 images, 2 learning steps per cluster), and samples every 50 ms the resident
 memory of this process (the client) and of each worker process.  The
@@ -24,8 +24,8 @@ import psutil
 
 from flows.learn import learn_bases
 from pipeline.config import LearnConfig
-from pipeline.datasets import photo_tiles
 from pipeline.options import CDLOptions, DAEOptions
+from pipeline.photos import photo_tiles
 from pipeline.runtime import connect, disconnect
 
 HERE = Path(__file__).resolve().parent

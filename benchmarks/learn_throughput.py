@@ -32,9 +32,9 @@ import torch
 from sporco.dictlrn import onlinecdl
 
 from pipeline import fused
-from pipeline.datasets import photo_tiles
 from pipeline.online_cdl import OnlineLearner, initial_filters, minibatches
 from pipeline.options import CDLOptions
+from pipeline.photos import photo_tiles
 from pipeline.runtime import connect, disconnect
 from pipeline.sporco_solver import split_low_high
 

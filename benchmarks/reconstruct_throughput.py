@@ -50,17 +50,12 @@ from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline import torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis, open_bases
 from pipeline.config import ComputeConfig
-from pipeline.datasets import (
-    Dataset,
-    bundled_photographs,
-    fit_image,
-    image_folder,
-    load_item,
-    sample,
-    to_float_rgb,
-)
+from pipeline.datasets import Dataset, load_item
+from pipeline.images import Sizing, fit_image, to_float_rgb
 from pipeline.options import CSCOptions
+from pipeline.photos import bundled_photographs, sample
 from pipeline.runtime import WORKER_MALLOC, SolverThreads, connect
+from pipeline.sources import image_folder
 from pipeline.store import StoreLayout, open_store, read_images, write_image
 
 HERE = Path(__file__).resolve().parent
@@ -212,7 +207,7 @@ def memory(tmp) -> list[dict]:
 
         watcher = threading.Thread(target=sample_rss)
         watcher.start()
-        dataset = image_folder(folder.parent, name=f"png{n}", image_size=64, fit="none")
+        dataset = image_folder(folder.parent, name=f"png{n}", sizing=Sizing(64, "none"))
         flow(client, dataset, tmp / f"mem{n}.zarr", CSCOptions(max_iter=5), read_back=False)
         done.set()
         watcher.join()

@@ -30,8 +30,8 @@ import numpy as np
 from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
 from pipeline.config import StoreConfig
-from pipeline.datasets import photo_tiles
 from pipeline.options import CSCOptions
+from pipeline.photos import photo_tiles
 from pipeline.runtime import connect, disconnect
 from pipeline.storage import StorageOptions, filesystem
 from pipeline.store import open_group

@@ -32,8 +32,8 @@ import torch
 
 from pipeline import fused, torch_solver
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.datasets import bundled_photographs, photo_tiles
 from pipeline.options import CSCOptions
+from pipeline.photos import bundled_photographs, photo_tiles
 
 HERE = Path(__file__).resolve().parent
 LMBDA = np.float32(0.2)

@@ -126,7 +126,7 @@ def _steps(folder: Path) -> list[int]:
 
 def training_scene_tiles(sets: Path, count: int = 500) -> np.ndarray:
     """``count`` tiles of the scenes the sets learned from, drawn with another seed."""
-    from pipeline.datasets import photo_tiles
+    from pipeline.photos import photo_tiles
 
     held = set(json.loads((sets / "k1" / "manifest.json").read_text())["held_out_sources"])
     fresh = photo_tiles(20000, seed=1)
@@ -137,7 +137,7 @@ def training_scene_tiles(sets: Path, count: int = 500) -> np.ndarray:
 
 def held_out_tiles(sets: Path) -> tuple[np.ndarray, list[str]]:
     """The held-out tiles every set of ``sets`` kept out (one list: the same split)."""
-    from pipeline.datasets import photo_tiles
+    from pipeline.photos import photo_tiles
 
     lists = {tuple(json.loads((f / "manifest.json").read_text())["held_out_images"])
              for f in sets.iterdir() if _done(f)}
@@ -150,7 +150,7 @@ def held_out_tiles(sets: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def published_pairs() -> tuple[np.ndarray, np.ndarray] | None:
-    from pipeline.datasets import read_image
+    from pipeline.images import read_image
 
     folder = REFERENCE / "sample_images_64"
     if not folder.is_dir():

@@ -111,7 +111,7 @@ def main() -> None:
     import numpy as np
 
     from pipeline.basis import STRATIFIED_SET, open_bases
-    from pipeline.datasets import sample
+    from pipeline.photos import sample
     from pipeline.runtime import connect, disconnect
 
     tiles = sample().items

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.transform import rescale, resize
 
-from pipeline.datasets import DatasetError, bundled_photographs, to_float_rgb
+from pipeline.datasets import DatasetError
+from pipeline.images import to_float_rgb
+from pipeline.photos import bundled_photographs
 
 TASKS = ("textures", "scenes", "digits")
 

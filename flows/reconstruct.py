@@ -34,8 +34,9 @@ from tqdm import tqdm
 from flows.waiting import StopRequested, each_completed, never
 from pipeline.basis import BasisSet
 from pipeline.config import ComputeConfig, Config, StoreConfig
-from pipeline.datasets import Dataset, Fit, ImageReadError, load_item
+from pipeline.datasets import Dataset, load_item
 from pipeline.errors import RunStopped
+from pipeline.images import Fit, ImageReadError
 from pipeline.lease import Lease
 from pipeline.options import CSCOptions
 from pipeline.storage import StorageOptions, is_url, location

@@ -44,8 +44,8 @@ import time
 from pipeline.basis import open_bases, resolve_basis_path
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config, ConfigError
-from pipeline.datasets import open_dataset
 from pipeline.errors import UserError
+from pipeline.sources import open_dataset
 
 log = logging.getLogger("pipeline.evaluate")
 

@@ -32,8 +32,9 @@ from pipeline import __version__, plots
 from pipeline.basis import MANIFEST, save_basis_set
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config, ConfigError
-from pipeline.datasets import Dataset, open_dataset
+from pipeline.datasets import Dataset
 from pipeline.online_cdl import Learned
+from pipeline.sources import open_dataset
 
 log = logging.getLogger("pipeline.learn")
 

@@ -24,7 +24,8 @@ from flows.reconstruct import RunSummary, StoreTarget, check_run_store, reconstr
 from pipeline.basis import BasisSet, open_bases, resolve_basis_path
 from pipeline.cli import Job, command_parser, run_command
 from pipeline.config import Config
-from pipeline.datasets import Dataset, DatasetError, open_dataset
+from pipeline.datasets import Dataset, DatasetError
+from pipeline.sources import open_dataset
 from pipeline.store import export_images, open_group
 
 log = logging.getLogger("pipeline.reconstruct")

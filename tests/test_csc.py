@@ -9,8 +9,8 @@ from sporco import signal
 from sporco.admm import cbpdn
 
 from pipeline.basis import DEFAULT_BASIS, load_basis, validate_basis
-from pipeline.datasets import read_image
 from pipeline.dictionary import learn_dictionary
+from pipeline.images import read_image
 from pipeline.options import CDLOptions, CSCOptions
 from pipeline.solvers import reconstruct, reconstruct_image
 from pipeline.sporco_solver import split_low_high
@@ -113,7 +113,7 @@ def test_learned_dictionary_is_zero_mean_unit_norm_and_objective_falls():
 
 def test_woodbury_solver_matches_sporcos_own_solve():
     """The exact X-step gives sporco's iterations and pixels, to float32 rounding."""
-    from pipeline.datasets import sample
+    from pipeline.photos import sample
 
     basis = load_basis(DEFAULT_BASIS)
     dataset = sample()

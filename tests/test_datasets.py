@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.datasets import (
-    DatasetError,
-    ImageReadError,
-    array_file,
-    cifar10,
-    fit_image,
-    image_folder,
-    load_item,
-    read_image,
-    sample,
-)
+from pipeline.datasets import DatasetError, load_item
+from pipeline.images import ImageReadError, Sizing, fit_image, read_image
+from pipeline.photos import sample
+from pipeline.sources import array_file, cifar10, image_folder
 
 
 @pytest.fixture
@@ -40,7 +33,7 @@ def odd_folder(tmp_path):
 
 
 def test_folder_lists_images_recursively_with_class_labels(odd_folder):
-    dataset = image_folder(odd_folder, image_size=32, fit="center_crop")
+    dataset = image_folder(odd_folder, sizing=Sizing(32, "center_crop"))
     assert dataset.names == ["cat/grey.png", "cat/rgb.jpg", "cat/rgba.png",
                              "dog/deep/cmyk.jpg", "dog/grey16.png", "dog/palette.png"]
     assert dataset.classes == ["cat", "dog"]
@@ -86,11 +79,11 @@ def test_missing_and_empty_folders(tmp_path):
 def test_npy_and_npz(tmp_path):
     images = np.random.default_rng(2).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
-    dataset = array_file(tmp_path / "x.npy", image_size=16, fit="none")
+    dataset = array_file(tmp_path / "x.npy", sizing=Sizing(16, "none"))
     assert len(dataset) == 5 and dataset.labels is None
     np.testing.assert_allclose(dataset.load(3), images[3] / 255.0, atol=1e-6)
     np.savez(tmp_path / "x.npz", images=images, labels=np.arange(5), names=np.array(list("abcde")))
-    dataset = array_file(tmp_path / "x.npz", image_size=16)
+    dataset = array_file(tmp_path / "x.npz", sizing=Sizing(16))
     assert dataset.names == list("abcde") and dataset.labels.tolist() == [0, 1, 2, 3, 4]
     np.save(tmp_path / "empty.npy", np.zeros((0, 16, 16, 3), np.uint8))
     with pytest.raises(DatasetError, match="empty"):
@@ -103,7 +96,7 @@ def test_cifar10_batches_are_read_without_running_code(tmp_path):
     batch = {b"data": data, b"labels": [3, 1, 4, 1],
              b"filenames": [f"img{i}.png".encode() for i in range(4)]}
     (tmp_path / "test_batch").write_bytes(pickle.dumps(batch))
-    dataset = cifar10(tmp_path, split="test", image_size=32, fit="none")
+    dataset = cifar10(tmp_path, split="test", sizing=Sizing(32, "none"))
     assert dataset.names[0] == "test_batch/img0.png" and dataset.labels.tolist() == [3, 1, 4, 1]
     red = data[2, :1024].reshape(32, 32) / 255.0  # CIFAR rows hold R, then G, then B planes
     np.testing.assert_allclose(dataset.load(2)[..., 0], red, atol=1e-6)
@@ -138,7 +131,7 @@ def test_npy_items_are_read_where_used_not_held(tmp_path):
 
     images = np.random.default_rng(4).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
-    dataset = array_file(tmp_path / "x.npy", image_size=16, fit="none")
+    dataset = array_file(tmp_path / "x.npy", sizing=Sizing(16, "none"))
     assert dataset.items[4] == StoredImage(str((tmp_path / "x.npy").resolve()), 4)
     assert len(pickle.dumps(dataset.items)) < 2000  # descriptions, not pixels
     np.testing.assert_allclose(dataset.load(4), images[4] / 255.0, atol=1e-6)
@@ -147,12 +140,12 @@ def test_npy_items_are_read_where_used_not_held(tmp_path):
 def test_zarr_arrays_and_reconstruction_stores_are_sources(tmp_path):
     import zarr
 
-    from pipeline.datasets import zarr_images
+    from pipeline.sources import zarr_images
 
     images = np.random.default_rng(5).random((4, 16, 16, 3)).astype(np.float32)
     zarr.create_array(tmp_path / "a.zarr", shape=images.shape, chunks=(1, 16, 16, 3),
                       dtype="float32")[:] = images
-    dataset = zarr_images(tmp_path / "a.zarr", image_size=16, fit="none")
+    dataset = zarr_images(tmp_path / "a.zarr", sizing=Sizing(16, "none"))
     assert len(dataset) == 4 and dataset.names[0] == "000000"
     np.testing.assert_allclose(dataset.load(2), images[2], atol=1e-6)
 
@@ -160,7 +153,7 @@ def test_zarr_arrays_and_reconstruction_stores_are_sources(tmp_path):
     group.create_array("images", shape=(4, 16, 16, 3), dtype="uint8")[:] = np.round(images * 255)
     group.create_array("names", shape=(4,), dtype=str)[:] = np.array(list("wxyz"))
     group.create_array("labels", shape=(4,), dtype="int64")[:] = [1, 0, 1, 0]
-    stored = zarr_images(tmp_path / "store.zarr", image_size=16, fit="none")
+    stored = zarr_images(tmp_path / "store.zarr", sizing=Sizing(16, "none"))
     assert stored.names == list("wxyz") and stored.labels.tolist() == [1, 0, 1, 0]
     np.testing.assert_allclose(stored.load(2), images[2], atol=0.5 / 255 + 1e-6)
     with pytest.raises(DatasetError, match="not a readable Zarr array or group"):
@@ -168,7 +161,7 @@ def test_zarr_arrays_and_reconstruction_stores_are_sources(tmp_path):
 
 
 def test_photo_tiles_are_seeded_descriptions_cut_where_read():
-    from pipeline.datasets import PhotoTile, photo_tiles
+    from pipeline.photos import PhotoTile, photo_tiles
 
     first, again = photo_tiles(400, seed=2), photo_tiles(400, seed=2)
     assert first.names == again.names and len(set(first.names)) > 390

@@ -19,7 +19,7 @@ import zarr
 from helpers import RUNTIME, write_config
 from PIL import Image
 
-from pipeline.datasets import MAX_PIXELS, ImageReadError, read_image
+from pipeline.images import MAX_PIXELS, ImageReadError, read_image
 from pipeline.reconstruct import main
 
 pytestmark = pytest.mark.slow

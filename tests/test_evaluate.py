@@ -50,7 +50,7 @@ def test_textures_task_leaves_texture_as_the_only_cue_and_no_test_patch_in_train
     again = load_task("textures", test_images=90, train_images=180)
     assert np.array_equal(again.test_images, task.test_images)  # seeded
     # None of the photographs trained the shipped bases (colour photographs only).
-    from pipeline.datasets import photographs
+    from pipeline.photos import photographs
 
     assert not set(TEXTURES) & set(photographs())
 
@@ -265,8 +265,8 @@ SWEEP_LABELS = {"scenes": "64/255", "digits": "0.4"}
 @pytest.mark.slow
 def test_your_own_data_and_torchscript_classifier(tmp_path, capsys):
     from evaluation.classifier import train_classifier
-    from pipeline.datasets import sample
     from pipeline.evaluate import main
+    from pipeline.photos import sample
 
     photos = sample()
     for label, name in enumerate(("cups", "cats")):

@@ -13,8 +13,10 @@ from sporco.admm import cbpdn
 from flows.reconstruct import StoreTarget, StrictModeError, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, open_bases
 from pipeline.config import StoreConfig
-from pipeline.datasets import image_folder, sample
+from pipeline.images import Sizing
 from pipeline.options import CSCOptions
+from pipeline.photos import sample
+from pipeline.sources import image_folder
 from pipeline.store import StoreError, read_images
 
 
@@ -66,7 +68,7 @@ def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad
     """Also with the images of a task decoded on several threads."""
     from pipeline.config import ComputeConfig
 
-    dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
+    dataset = image_folder(folder_with_a_bad_image, sizing=Sizing(16, "resize"))
     store = tmp_path / "out.zarr"
     options = CSCOptions(max_iter=5)
     summary = run(client, dataset, DEFAULT_BASIS, store, options=options,
@@ -84,7 +86,7 @@ def test_bad_image_is_skipped_recorded_and_others_done(client, folder_with_a_bad
 
 def test_strict_stops_at_the_first_bad_image(client, folder_with_a_bad_image,
                                              tmp_path):
-    dataset = image_folder(folder_with_a_bad_image, image_size=16, fit="resize")
+    dataset = image_folder(folder_with_a_bad_image, sizing=Sizing(16, "resize"))
     with pytest.raises(StrictModeError, match="broken.png: cannot read image"):
         run(client, dataset, DEFAULT_BASIS, tmp_path / "out.zarr",
             options=CSCOptions(max_iter=5), strict=True)

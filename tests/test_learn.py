@@ -26,8 +26,10 @@ from pipeline.basis import (
 from pipeline.clustering import assign, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
 from pipeline.dae import encode, load_model, load_weights, save_weights, train_dae
-from pipeline.datasets import Dataset, read_image, sample
+from pipeline.datasets import Dataset
+from pipeline.images import read_image
 from pipeline.options import CDLOptions, DAEOptions
+from pipeline.photos import sample
 from pipeline.solvers import reconstruct_image
 from pipeline.stratified import assign_clusters
 
@@ -153,7 +155,7 @@ def test_learned_set_is_valid_deterministic_and_used_both_workers(client, photos
 def test_held_out_by_photograph_never_shares_a_photograph_with_training():
     """Tiles of the photos data set: every tile of a held-out scene is out of every stage;
     every cluster's validation tiles are out of its learning."""
-    from pipeline.datasets import photo_tiles
+    from pipeline.photos import photo_tiles
 
     tiles = photo_tiles(3000, seed=4)
     split = split_images(len(tiles), LearnConfig(held_out_sources=3), tiles.sources)
@@ -214,10 +216,10 @@ def test_too_small_cluster_is_a_clear_error(client, photos, tmp_path):
 @pytest.mark.slow
 def test_the_client_reads_no_image_while_learning(monkeypatch, tmp_path):
     """Worker processes read every image; the client only schedules (tiles of the photos)."""
-    from pipeline import datasets
+    from pipeline import datasets, photos
     from pipeline.runtime import connect, disconnect
 
-    dataset = datasets.photo_tiles(300, seed=1)
+    dataset = photos.photo_tiles(300, seed=1)
     client = connect(n_workers=2, dashboard_address="127.0.0.1:0")
     reads = []
     original = datasets.load_item
@@ -298,7 +300,7 @@ def test_shipped_sets_converged_on_photographs_they_never_saw(folder, command):
 
 def test_shipped_set_beats_random_filters_on_its_held_out_tiles():
     """Tiles of the photos data set's held-out scenes, which no stage saw."""
-    from pipeline.datasets import photo_tiles
+    from pipeline.photos import photo_tiles
 
     manifest = json.loads((STRATIFIED_SET / "manifest.json").read_text())
     tiles = photo_tiles()

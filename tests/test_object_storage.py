@@ -178,7 +178,8 @@ def test_a_lease_taken_over_is_noticed_at_the_next_renewal(s3):
 
 def test_a_basis_set_and_a_data_set_read_from_the_bucket(s3):
     from pipeline.basis import STRATIFIED_SET, open_bases
-    from pipeline.datasets import image_folder
+    from pipeline.images import Sizing
+    from pipeline.sources import image_folder
 
     storage = StorageOptions(endpoint_url=s3.endpoint)
     s3.fs.put(str(STRATIFIED_SET) + "/", f"{s3.bucket}/bases/photos-k10/", recursive=True)
@@ -187,7 +188,7 @@ def test_a_basis_set_and_a_data_set_read_from_the_bucket(s3):
     assert remote.record == local.record and len(remote.bases) == 10
     for a, b in zip(remote.bases, local.bases, strict=True):
         np.testing.assert_array_equal(a, b)
-    dataset = image_folder(s3.url("photos"), storage=storage, image_size=32)
+    dataset = image_folder(s3.url("photos"), sizing=Sizing(32), storage=storage)
     assert len(dataset) == N and dataset.classes == ["cats", "cups"]
     assert dataset.load(0).shape == (32, 32, 3)
     s3.fs.pipe_file(f"{s3.bucket}/bases/broken/manifest.json", b"{}")
@@ -209,7 +210,9 @@ def test_credentials_in_a_config_are_refused(tmp_path):
 
 def test_npy_npz_and_zarr_data_sets_read_from_the_bucket(s3, tmp_path):
     """A .npy is read image by image with range requests; .npz whole; a Zarr store by chunks."""
-    from pipeline.datasets import DatasetError, array_file, sample, zarr_images
+    from pipeline.datasets import DatasetError
+    from pipeline.photos import sample
+    from pipeline.sources import array_file, zarr_images
 
     storage = StorageOptions(endpoint_url=s3.endpoint)
     pixels = np.stack(sample().items[:5])  # (5, 64, 64, 3) uint8
@@ -237,13 +240,14 @@ def test_a_run_whose_lease_is_taken_over_stops_and_keeps_its_images(s3, monkeypa
     from flows.reconstruct import LeaseLostError, StoreTarget, reconstruct_dataset
     from pipeline.basis import open_bases
     from pipeline.config import ComputeConfig
-    from pipeline.datasets import image_folder
+    from pipeline.images import Sizing
     from pipeline.options import CSCOptions
     from pipeline.runtime import connect
+    from pipeline.sources import image_folder
 
     monkeypatch.setattr("pipeline.lease.LEASE_SECONDS", 1.5)  # renewed every 0.5 s
     storage = StorageOptions(endpoint_url=s3.endpoint)
-    dataset = image_folder(s3.url("photos"), storage=storage, image_size=32)
+    dataset = image_folder(s3.url("photos"), sizing=Sizing(32), storage=storage)
     store = "out/taken.zarr"
 
     def take_over():
@@ -313,7 +317,7 @@ def test_object_storage_mistakes_are_one_sentence_before_any_worker(s3, tmp_path
 
 def test_a_file_url_is_a_local_path(s3):
     from pipeline.config import DatasetConfig
-    from pipeline.datasets import open_dataset
+    from pipeline.sources import open_dataset
 
     config = DatasetConfig(source="folder", path=f"file://{s3.root / 'photos'}", image_size=32)
     dataset = open_dataset(config, "photos")

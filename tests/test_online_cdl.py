@@ -10,7 +10,6 @@ import sporco.fft
 from sporco.dictlrn import onlinecdl
 
 from pipeline.basis import validate_basis
-from pipeline.datasets import sample
 from pipeline.online_cdl import (
     OnlineLearner,
     has_converged,
@@ -19,6 +18,7 @@ from pipeline.online_cdl import (
     minibatches,
 )
 from pipeline.options import CDLOptions
+from pipeline.photos import sample
 from pipeline.sporco_solver import configure_fft, split_low_high
 
 LMBDA = 0.2

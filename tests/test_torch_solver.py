@@ -17,8 +17,8 @@ from sporco import signal
 
 from pipeline import torch_solver
 from pipeline.basis import load_basis
-from pipeline.datasets import sample
 from pipeline.options import CSCOptions
+from pipeline.photos import sample
 from pipeline.resources import BASIS_FOLDER
 from pipeline.solvers import reconstruct
 

@@ -8,8 +8,8 @@ import torch
 
 from pipeline import torch_solver, unrolled
 from pipeline.basis import DEFAULT_BASIS, load_basis
-from pipeline.datasets import sample
 from pipeline.options import CSCOptions
+from pipeline.photos import sample
 
 
 @pytest.fixture(scope="module")

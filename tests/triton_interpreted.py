@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from pipeline import torch_solver
-from pipeline.datasets import sample
 from pipeline.options import CSCOptions
+from pipeline.photos import sample
 
 
 def main(iterations: int = 10) -> None:

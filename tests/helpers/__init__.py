@@ -36,7 +36,7 @@ def write_photos(root: Path) -> Path:
     sample, as JPEG) in two classes, ``cups`` and ``cats``; returns ``root``."""
     from PIL import Image
 
-    from pipeline.datasets import sample
+    from pipeline.photos import sample
 
     dataset = sample()
     for i, index in enumerate(range(0, 348, 29)):
