@@ -36,10 +36,10 @@ SETTINGS = {"sum, eta_a 10 (sporco)": ("sum", 10.0), "mean, eta_a 40": ("mean", 
 
 
 def data(validation: int):
-    from flows.learn import split_images
     from pipeline.config import load_config
     from pipeline.datasets import Images
     from pipeline.sources import open_dataset
+    from pipeline.split import split_images
 
     config = load_config("photos")
     dataset = open_dataset(config.dataset, config.name)

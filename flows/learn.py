@@ -4,7 +4,7 @@ Each stage is a plain function of ``pipeline``; this module only decides where
 each runs, and nothing is ever gathered on the client, which holds the data
 set's item list, the cluster of each image and the learned arrays:
 
-0. the images are split by source (:func:`split_images`): the held-out
+0. the images are split by source (:func:`pipeline.split.split_images`): the held-out
    sources are kept out of every stage below;
 1. the DAE trains as one task on a worker, reading its images a mini-batch
    at a time (:class:`pipeline.datasets.Images`);
@@ -42,45 +42,23 @@ from tqdm import tqdm
 
 from flows.waiting import StopRequested, each_completed, gather, never, result
 from pipeline.basis import open_bases, read_manifest, resolve_basis_path
+from pipeline.cdl import learn_one
 from pipeline.clustering import Clusters, assign_blocks, fit_clusters
 from pipeline.config import LearnConfig
 from pipeline.dae import LATENT_SHAPE, default_device, encode, load_model, train_dae
 from pipeline.datasets import Dataset, Images
-from pipeline.dictionary import learn_dictionary
 from pipeline.errors import UserError
 from pipeline.features import N_FEATURES, highpass_features
-from pipeline.online_cdl import Learned, learn_online
+from pipeline.online_cdl import Learned
 from pipeline.options import CDLOptions, CSCOptions, DAEOptions
-from pipeline.quality import coding_quality
+from pipeline.quality import HeldOut, measure_by_cluster
+from pipeline.split import Split, check_cluster_sizes, split_images, validation_split
 
 log = logging.getLogger(__name__)
-
-MIN_CLUSTER_IMAGES = 8
-"""Fewest images a cluster needs for dictionary learning."""
-
-
-class ClusterTooSmallError(UserError, ValueError):
-    """A KMeans cluster has too few images to learn a dictionary from."""
 
 
 class StartError(UserError, ValueError):
     """The dictionary that learning should start from (``learn.init``) cannot serve."""
-
-
-@dataclass(kw_only=True)
-class Split:
-    """Which images of the data set do what (indices into it, ascending).
-
-    ``training`` are clustered and learned from (but for each cluster's
-    validation images), ``dae`` (a subset of them) train the DAE, and
-    ``held_out`` are kept out of every stage to measure the learned set: they
-    come from the ``held_out_sources``, which no stage sees.
-    """
-
-    training: np.ndarray
-    dae: np.ndarray
-    held_out: np.ndarray
-    held_out_sources: np.ndarray
 
 
 @dataclass(kw_only=True)
@@ -161,36 +139,6 @@ class Dictionaries:
 
 
 @dataclass(kw_only=True)
-class HeldOut:
-    """The held-out images coded with their own cluster's dictionary and with the control's.
-
-    Each array is (H,): ``cluster``, then the PSNR of the reconstruction (dB)
-    and the code density (fraction of non-zero coefficients) with each.
-    """
-
-    cluster: np.ndarray
-    psnr: np.ndarray
-    density: np.ndarray
-    control_psnr: np.ndarray | None
-    control_density: np.ndarray | None
-
-    def table(self, n_clusters: int) -> list[dict]:
-        """One row per cluster, then ``"all"``: images, mean PSNR and density with the
-        cluster's dictionary and (where learned) the control's, and the PSNR gain."""
-        rows = []
-        for c in [*range(n_clusters), "all"]:
-            mine = np.ones(len(self.cluster), bool) if c == "all" else self.cluster == c
-            row = {"cluster": c, "images": int(mine.sum()),
-                   "psnr": _mean(self.psnr, mine), "density": _mean(self.density, mine)}
-            if self.control_psnr is not None:
-                row.update(control_psnr=_mean(self.control_psnr, mine),
-                           control_density=_mean(self.control_density, mine))
-                row["gain_db"] = (row["psnr"] - row["control_psnr"]) if mine.any() else None
-            rows.append(row)
-        return rows
-
-
-@dataclass(kw_only=True)
 class LearnResult:
     """A learned basis set and everything its manifest, report and plots record."""
 
@@ -234,7 +182,7 @@ def learn_bases(
     else:
         strata = Stratification(labels=np.zeros(len(split.training), np.int64),
                                 held_out_labels=np.zeros(len(split.held_out), np.int64))
-    _check_cluster_sizes(strata.labels, settings.clusters)
+    check_cluster_sizes(strata.labels, settings.clusters)
 
     seconds, clock = dict(strata.seconds), time.perf_counter()
     members = [split.training[strata.labels == c] for c in range(settings.clusters)]
@@ -250,46 +198,6 @@ def learn_bases(
     seconds["total"] = time.perf_counter() - started
     return LearnResult(split=split, strata=strata, dictionaries=dictionaries,
                        held_out=held_out, seconds=seconds, machine=_machine(client))
-
-
-def split_images(count: int, settings: LearnConfig, sources: np.ndarray | None = None) -> Split:
-    """The seeded split of ``count`` images into training, DAE and held-out images.
-
-    Held out by source: ``sources`` (N,) gives the source of each image (the
-    photograph of a tile; None: each image is its own), and every image of a
-    held-out source is kept out of every stage, so no held-out image overlaps
-    a training one.  ``settings.held_out_sources`` sources are held out (null:
-    sources in a seeded order until they hold ``held_out`` images, at most a
-    tenth of the images), and ``held_out`` of their images are measured.
-
-    Raises :class:`ClusterTooSmallError` when too few are left for the clusters.
-    """
-    rng = np.random.default_rng(settings.seed)
-    chosen = rng.permutation(count)[:settings.max_images or count]
-    own = np.arange(count) if sources is None else np.asarray(sources)
-    order = rng.permutation(np.unique(own[chosen]))
-    if settings.held_out_sources is not None:
-        if settings.held_out_sources >= len(order):
-            raise ClusterTooSmallError(
-                f"held_out_sources is {settings.held_out_sources}, and the images come from "
-                f"{len(order)} sources: at least one must be left to learn from")
-        held_sources = order[:settings.held_out_sources]
-    else:
-        wanted = min(settings.held_out, len(chosen) // 10)
-        per_source = np.bincount(own[chosen], minlength=own.max() + 1)[order]
-        held_sources = order[:int(np.searchsorted(np.cumsum(per_source), wanted) + 1)
-                             if wanted else 0]
-    held = np.isin(own[chosen], held_sources)
-    training = np.sort(chosen[~held])
-    held_out = np.sort(rng.permutation(chosen[held])[:settings.held_out])
-    dae = np.sort(rng.permutation(training)[:settings.dae_images])
-    if len(training) < settings.clusters * MIN_CLUSTER_IMAGES:
-        raise ClusterTooSmallError(
-            f"{settings.clusters} clusters of at least {MIN_CLUSTER_IMAGES} images each need "
-            f"{settings.clusters * MIN_CLUSTER_IMAGES} images, and there are {len(training)}: "
-            "use fewer clusters (--clusters) or more images")
-    return Split(training=training, dae=dae, held_out=held_out,
-                 held_out_sources=np.sort(held_sources))
 
 
 def manifest_settings(settings: LearnConfig) -> dict:
@@ -462,45 +370,25 @@ class _Task:
     frozen: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """A learning task's result: its dictionary, where it was learned and in how long."""
+
+    cluster: int
+    learned: Learned
+    worker: str
+    seconds: float
+
+
 def _learn_cluster(task: _Task, images: Images, validation: Images, csc: CSCOptions,
-                   topic: str | None = None):
-    """One dictionary (a cluster's, or the control's); also which worker learned it, and
-    in how long.  Online: a mini-batch at a time until it has converged on its validation
-    images; batch: all the images at once, for its iterations."""
+                   topic: str | None = None) -> _Finished:
+    """One dictionary (a cluster's, or the control's), on this worker's GPU or CPU."""
     started = time.perf_counter()
-    held = validation[np.arange(len(validation))]
-    options = task.options
-    if options.method == "online":
-        learned = learn_online(images, held, options, csc=csc, seed=task.seed,
-                               initial=task.initial, first_step=task.first_step,
-                               frozen=task.frozen, device=default_device(),
-                               on_steps=lambda n: _progress_event(topic, "step", n))
-    else:
-        basis, objective = learn_dictionary(images[np.arange(len(images))], options,
-                                            seed=task.seed,
-                                            on_iteration=lambda: _progress_event(topic, "step"))
-        quality = coding_quality(held, basis, csc, device=default_device())
-        learned = Learned(basis=basis, objectives=objective, best_step=len(objective),
-                          curve={"step": np.array([len(objective)]),
-                                 "objective": np.array([quality.objective.mean()]),
-                                 "psnr": np.array([quality.psnr.mean()]),
-                                 "density": np.array([quality.density.mean()])},
-                          usage=quality.usage.mean(axis=0), stopped="step cap")
-    return task.cluster, learned, get_worker().address, time.perf_counter() - started
-
-
-def validation_split(members: list[np.ndarray], size: int, seed: int
-                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Each cluster's images split into those its dictionary learns from and its fixed
-    validation set: ``size`` of them (a seeded draw; at most a quarter of the cluster)."""
-    rng = np.random.default_rng(seed)
-    learn, validation = [], []
-    for mine in members:
-        drawn = rng.permutation(mine)
-        count = min(size, len(mine) // 4)
-        validation.append(np.sort(drawn[:count]))
-        learn.append(np.sort(drawn[count:]))
-    return learn, validation
+    learned = learn_one(images, validation[np.arange(len(validation))], task.options, csc,
+                        seed=task.seed, initial=task.initial, first_step=task.first_step,
+                        frozen=task.frozen, device=default_device(),
+                        on_steps=lambda n: _progress_event(topic, "step", n))
+    return _Finished(task.cluster, learned, get_worker().address, time.perf_counter() - started)
 
 
 def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: LearnConfig,
@@ -540,10 +428,11 @@ def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: 
                 _learn_cluster, t, images(t.images), images(t.validation), csc, run.topic,
                 pure=False, priority=len(t.images) * t.options.max_iter) for t in submitted]
             for future in each_completed(as_completed(futures), run.stop_requested, poll):
-                c, learned, worker, spent = future.result()
+                done = future.result()
+                c, learned = done.cluster, done.learned
                 finished[c] = learned
-                workers.append(worker)
-                task_seconds.append(spent)
+                workers.append(done.worker)
+                task_seconds.append(done.seconds)
                 log.info("%s: %d steps, %s (best at step %d, validation PSNR %.2f dB)",
                          "control" if c == k else f"cluster {c}", learned.steps,
                          learned.stopped, learned.best_step, learned.curve["psnr"][
@@ -566,19 +455,11 @@ def _learn_dictionaries(run: _Run, images, members: list[np.ndarray], settings: 
                         workers=workers, task_seconds=task_seconds)
 
 
-def _measure_chunk(images: Images, labels: np.ndarray, bases: list[np.ndarray],
-                   control: np.ndarray | None, options: CSCOptions):
-    """PSNR and density of each image coded with its cluster's dictionary and the control's."""
-    pixels = images[np.arange(len(images))]
-    psnr, density = np.zeros(len(pixels)), np.zeros(len(pixels))
-    for c in np.unique(labels):
-        rows = labels == c
-        quality = coding_quality(pixels[rows], bases[c], options, device=default_device())
-        psnr[rows], density[rows] = quality.psnr, quality.density
-    if control is None:
-        return psnr, density, None, None
-    quality = coding_quality(pixels, control, options, device=default_device())
-    return psnr, density, quality.psnr, quality.density
+def _measure_chunk(images: Images, clusters: np.ndarray, bases: list[np.ndarray],
+                   control: np.ndarray | None, options: CSCOptions) -> HeldOut:
+    """A chunk of held-out images measured on this worker's GPU or CPU."""
+    return measure_by_cluster(images[np.arange(len(images))], clusters, bases, control,
+                              options, device=default_device())
 
 
 def _measure_held_out(run: _Run, images, held_out: np.ndarray, labels: np.ndarray,
@@ -593,15 +474,8 @@ def _measure_held_out(run: _Run, images, held_out: np.ndarray, labels: np.ndarra
                                dictionaries.control, options, pure=False) for rows in chunks]
     with run.bar(len(held_out), "held-out", "img") as bar:
         for future in each_completed(as_completed(tasks), run.stop_requested):
-            bar.update(len(future.result()[0]))
-    parts = gather(tasks, run.stop_requested)
-    joined = [np.concatenate(p) if p[0] is not None else None for p in zip(*parts, strict=True)]
-    return HeldOut(cluster=labels, psnr=joined[0], density=joined[1], control_psnr=joined[2],
-                   control_density=joined[3])
-
-
-def _mean(values: np.ndarray, rows: np.ndarray) -> float | None:
-    return float(np.mean(values[rows])) if rows.any() else None
+            bar.update(len(future.result().psnr))
+    return HeldOut.concatenate(gather(tasks, run.stop_requested))
 
 
 def _machine(client: Client) -> dict:
@@ -619,14 +493,3 @@ def _worker_machine() -> dict:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"platform": platform.platform(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "device": device}
-
-
-def _check_cluster_sizes(labels: np.ndarray, n_clusters: int) -> None:
-    sizes = np.bincount(labels, minlength=n_clusters)
-    small = np.flatnonzero(sizes < MIN_CLUSTER_IMAGES)
-    if len(small):
-        c = int(small[0])
-        raise ClusterTooSmallError(
-            f"cluster {c} has {sizes[c]} images; dictionary learning needs at least "
-            f"{MIN_CLUSTER_IMAGES} per cluster (sizes: {sizes.tolist()}): use fewer clusters "
-            "(--clusters) or more images")

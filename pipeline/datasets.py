@@ -53,7 +53,7 @@ class Dataset:
         The source each image was cut from (the photograph of a tile), where
         several images share one; None: every image is its own source.  What
         is held out of learning is held out by source
-        (:func:`flows.learn.split_images`).
+        (:func:`pipeline.split.split_images`).
     """
 
     name: str

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from flows.learn import LearnResult, learn_bases, manifest_settings, split_images
+from flows.learn import LearnResult, learn_bases, manifest_settings
 from pipeline import __version__, plots
 from pipeline.basis import MANIFEST, save_basis_set
 from pipeline.cli import Job, command_parser, run_command
@@ -35,6 +35,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.datasets import Dataset
 from pipeline.online_cdl import Learned
 from pipeline.sources import open_dataset
+from pipeline.split import split_images
 
 log = logging.getLogger("pipeline.learn")
 

@@ -86,3 +86,68 @@ def coding_quality(
     error = np.mean((coded.reconstructions.astype(np.float64) - images) ** 2, axis=(1, 2, 3))
     return CodingQuality(psnr=10 * np.log10(1 / np.maximum(error, 1e-20)),
                          density=coded.density, objective=coded.objective, usage=coded.usage)
+
+
+@dataclass(kw_only=True)
+class HeldOut:
+    """The held-out images coded with their own cluster's dictionary and with the control's.
+
+    Each array is (H,): ``cluster``, then the PSNR of the reconstruction (dB)
+    and the code density (fraction of non-zero coefficients) with each.
+    """
+
+    cluster: np.ndarray
+    psnr: np.ndarray
+    density: np.ndarray
+    control_psnr: np.ndarray | None
+    control_density: np.ndarray | None
+
+    @classmethod
+    def concatenate(cls, parts: list[HeldOut]) -> HeldOut:
+        """Measurements of consecutive chunks of images, as one."""
+        def joined(name: str) -> np.ndarray | None:
+            arrays = [getattr(part, name) for part in parts]
+            return None if arrays[0] is None else np.concatenate(arrays)
+        return cls(cluster=joined("cluster"), psnr=joined("psnr"), density=joined("density"),
+                   control_psnr=joined("control_psnr"),
+                   control_density=joined("control_density"))
+
+    def table(self, n_clusters: int) -> list[dict]:
+        """One row per cluster, then ``"all"``: images, mean PSNR and density with the
+        cluster's dictionary and (where learned) the control's, and the PSNR gain."""
+        rows = []
+        for c in [*range(n_clusters), "all"]:
+            mine = np.ones(len(self.cluster), bool) if c == "all" else self.cluster == c
+            row = {"cluster": c, "images": int(mine.sum()),
+                   "psnr": _mean(self.psnr, mine), "density": _mean(self.density, mine)}
+            if self.control_psnr is not None:
+                row.update(control_psnr=_mean(self.control_psnr, mine),
+                           control_density=_mean(self.control_density, mine))
+                row["gain_db"] = (row["psnr"] - row["control_psnr"]) if mine.any() else None
+            rows.append(row)
+        return rows
+
+def measure_by_cluster(images: np.ndarray, clusters: np.ndarray, bases: list[np.ndarray],
+                       control: np.ndarray | None, options: CSCOptions, *,
+                       device: str = "cpu") -> HeldOut:
+    """Each image coded with its cluster's dictionary and, where there is one, the control's.
+
+    ``images`` (N, H, W, 3) float32 in [0, 1]; ``clusters`` (N,) the cluster of
+    each; ``bases[c]`` cluster ``c``'s dictionary; ``control`` one dictionary
+    learned on all the clusters' images (None: not learned).
+    """
+    psnr, density = np.zeros(len(images)), np.zeros(len(images))
+    for c in np.unique(clusters):
+        rows = clusters == c
+        quality = coding_quality(images[rows], bases[c], options, device=device)
+        psnr[rows], density[rows] = quality.psnr, quality.density
+    if control is None:
+        return HeldOut(cluster=clusters, psnr=psnr, density=density, control_psnr=None,
+                       control_density=None)
+    quality = coding_quality(images, control, options, device=device)
+    return HeldOut(cluster=clusters, psnr=psnr, density=density, control_psnr=quality.psnr,
+                   control_density=quality.density)
+
+
+def _mean(values: np.ndarray, rows: np.ndarray) -> float | None:
+    return float(np.mean(values[rows])) if rows.any() else None

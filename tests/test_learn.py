@@ -12,7 +12,7 @@ import torch
 import zarr
 from helpers import REFERENCE, normalised, psnr
 
-from flows.learn import ClusterTooSmallError, learn_bases, split_images, validation_split
+from flows.learn import learn_bases
 from pipeline.basis import (
     ONE_BASIS_SET,
     STRATIFIED_SET,
@@ -31,6 +31,7 @@ from pipeline.images import read_image
 from pipeline.options import CDLOptions, DAEOptions
 from pipeline.photos import sample
 from pipeline.solvers import reconstruct_image
+from pipeline.split import ClusterTooSmallError, split_images, validation_split
 from pipeline.stratified import assign_clusters
 
 SMALL_DAE = DAEOptions(max_epochs=2)
