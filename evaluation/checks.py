@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.adaptive import NEVER, accuracy_curve
+from evaluation.table import NONE
 
 CONVERGED_SHARE = 0.01
 """Images first fooled in the last quarter of the iterates, as a share of n, that still
@@ -46,6 +47,7 @@ class Check:
 
     ok: bool
     text: str
+    row: str | None = None  # the table row it is about, where it is about one
 
     def line(self) -> str:
         return f"{'ok' if self.ok else 'WARNING'}: {self.text}"
@@ -143,7 +145,7 @@ def gradient_masking(standing: dict[str, dict[str, np.ndarray]],
         only_square = int(np.sum(gradient_proof & ~after["Square"]))
         n, resisted = len(gradient_proof), int(np.sum(gradient_proof))
         masked = only_square >= 2 and only_square > MASKING_SHARE * n
-        checks.append(Check(not masked, (
+        checks.append(Check(not masked, row=row, text=(
             f"{row}: the gradient-free Square fooled {only_square} of the {resisted} images "
             f"(of {n}) that every gradient attack left standing"
             + ("; gradient masking: the gradient attacks are blind on this row, so its "
@@ -166,8 +168,8 @@ def verdict(correct: dict[tuple[str, str], np.ndarray], *, csc_rows: list[str],
         p = float(np.mean(values))
         return p, float(np.sqrt(p * (1 - p) / len(values)))
 
-    n = len(correct["none", adaptive])
-    none, _ = acc("none", adaptive)
+    n = len(correct[NONE, adaptive])
+    none, _ = acc(NONE, adaptive)
     parts = [f"On {n} test images, the undefended classifier keeps {none:.3f} against "
              f"every attack together ({adaptive})."]
     for row in csc_rows:
@@ -186,7 +188,7 @@ def verdict(correct: dict[tuple[str, str], np.ndarray], *, csc_rows: list[str],
         best = max(measured, key=lambda row: acc(row, adaptive)[0])
         parts.append(f"The best baseline under the same attack is {best} with "
                      f"{acc(best, adaptive)[0]:.3f}.")
-    masked = [c.text.split(":")[0] for c in checks if not c.ok and "gradient masking" in c.text]
+    masked = [c.row for c in checks if not c.ok and "gradient masking" in c.text]
     if masked:
         parts.append(f"Gradient masking on {', '.join(masked)}: Square, which uses no "
                      "gradient, fooled images that every gradient attack left standing.")

@@ -35,74 +35,40 @@ from distributed import Client, as_completed
 from torch import nn
 from tqdm.auto import tqdm
 
-from evaluation.adaptive import NEVER, Budget, attack_through_defense, exact_pgd
+from evaluation.adaptive import NEVER, attack_through_defense, exact_pgd
 from evaluation.attacks import attack
 from evaluation.baselines import BASELINES
 from evaluation.classifier import predict, to_tensor, train_classifier
 from evaluation.defense import CSCDefense, TransformDefense
+from evaluation.options import EvaluateOptions
+from evaluation.table import (
+    NONE,
+    TRANSFER,
+    adaptive_columns,
+    attack_columns,
+    autoattack_column,
+    eps_label,
+    exact_column,
+    is_csc,
+    main_pgd_column,
+    pgd_column,
+    retrained,
+    sweep_column,
+    sweep_worst_column,
+)
 from evaluation.tasks import Task
 from flows.reconstruct import StoreTarget, reconstruct_dataset
 from flows.waiting import StopRequested, each_completed, never, stop_point
 from pipeline.basis import BasisSet
-from pipeline.config import EvaluateConfig, StoreConfig
+from pipeline.config import StoreConfig
 from pipeline.datasets import Dataset
 from pipeline.options import CSCOptions
 from pipeline.store import read_images
 
 log = logging.getLogger(__name__)
 
-_IN_GREY_LEVELS = (4 / 255, 8 / 255, 16 / 255)
-_SWEEP_IN_GREY_LEVELS = tuple(k / 255 for k in (2, 4, 8, 16, 32, 64))
-
-EPSILONS = {"textures": _IN_GREY_LEVELS, "scenes": _IN_GREY_LEVELS, "digits": (0.05, 0.1, 0.2)}
-"""L-inf budgets per task; the middle one is the main budget (the adaptive attacks, the
-plots' examples)."""
-
-SWEEP = {"textures": _SWEEP_IN_GREY_LEVELS, "scenes": _SWEEP_IN_GREY_LEVELS,
-         "digits": (0.025, 0.05, 0.1, 0.2, 0.3, 0.4)}
-"""L-inf budgets of the adaptive sweep per task: from small to where nothing should survive."""
-
 CHUNK = 25
 """Images per adaptive-attack task: small enough to spread a row over the workers."""
-
-
-@dataclass(frozen=True)
-class EvaluateOptions:
-    """What one evaluation runs: the config's ``evaluate`` section, the CSC settings of its
-    defended rows, and the L-inf budgets (``EPSILONS`` of the task)."""
-
-    settings: EvaluateConfig = EvaluateConfig()
-    csc: CSCOptions = CSCOptions()
-    epsilons: tuple[float, ...] = EPSILONS["textures"]
-    sweep: tuple[float, ...] = SWEEP["textures"]
-
-    @classmethod
-    def for_task(cls, task: str, settings: EvaluateConfig, csc: CSCOptions) -> EvaluateOptions:
-        """The task's budgets (the textures task's, in grey levels, for a data set of the
-        user's)."""
-        known = task if task in EPSILONS else "textures"
-        return cls(settings, csc, EPSILONS[known], SWEEP[known])
-
-    @property
-    def main_eps(self) -> float:
-        return self.epsilons[len(self.epsilons) // 2]
-
-    @property
-    def budget(self) -> Budget:
-        """The main adaptive attacks' iterations."""
-        s = self.settings
-        return Budget(s.bpda_steps, s.bpda_restarts, s.apgd_steps, s.apgd_restarts,
-                      s.target_classes, s.square_queries)
-
-    @property
-    def exact_budget(self) -> Budget:
-        """Exact-gradient PGD's iterations (the CSC rows; no APGD)."""
-        return Budget(self.settings.exact_steps, self.settings.exact_restarts, 0, 0)
-
-    @property
-    def sweep_budget(self) -> Budget:
-        """The sweep's BPDA-PGD iterations (no APGD)."""
-        return Budget(self.settings.sweep_steps, self.settings.sweep_restarts, 0, 0)
 
 
 @dataclass
@@ -143,64 +109,6 @@ class CSCRow:
     seconds: dict[str, float]
 
 
-def attack_columns(options: EvaluateOptions) -> list[tuple[str, str, float]]:
-    """(column name, attack, epsilon) in table order, "clean" first.
-
-    PGD runs at every budget of the table and of the adaptive sweep: at each
-    sweep budget the worst case takes it with the adaptive attack.
-    """
-    columns = [("clean", "none", 0.0)]
-    columns += [(f"FGSM {eps_label(e)}", "fgsm", e) for e in options.epsilons]
-    columns += [(f"PGD {eps_label(e)}", "pgd", e)
-                for e in sorted(set(options.epsilons) | set(options.sweep))]
-    return columns + [(oblivious_apgd_column(options), "autoattack", options.main_eps),
-                      ("DeepFool", "deepfool", 0.0)]
-
-
-def adaptive_columns(options: EvaluateOptions) -> list[str]:
-    """The adaptive attacks at the main budget: BPDA-PGD alone, with APGD after it, and the
-    worst case over every attack at that budget (adaptive and oblivious)."""
-    label = eps_label(options.main_eps)
-    return [f"BPDA-PGD {label}", f"BPDA+APGD {label}", f"worst case {label}"]
-
-
-def autoattack_column(options: EvaluateOptions) -> str:
-    """BPDA-PGD, then the whole of standard AutoAttack through the defense (APGD-CE, APGD-DLR,
-    APGD-T, FAB-T, Square), each on the images the attacks before left standing."""
-    return f"BPDA+AutoAttack {eps_label(options.main_eps)}"
-
-
-def exact_column(options: EvaluateOptions) -> str:
-    """PGD with the exact gradient through the unrolled solver, at the main budget."""
-    return f"exact-PGD {eps_label(options.main_eps)}"
-
-
-def sweep_column(eps: float) -> str:
-    return f"BPDA-PGD {eps_label(eps)} sweep"
-
-
-def sweep_worst_column(eps: float) -> str:
-    """Per image, robust only if neither the sweep's BPDA-PGD nor the transferred PGD at
-    ``eps`` fooled it."""
-    return f"worst case {eps_label(eps)} sweep"
-
-
-def oblivious_apgd_column(options: EvaluateOptions) -> str:
-    return f"APGD {eps_label(options.main_eps)}"
-
-
-def main_pgd_column(options: EvaluateOptions) -> str:
-    """The PGD column at the main budget: the plots' example attack."""
-    return f"PGD {eps_label(options.main_eps)}"
-
-
-def eps_label(eps: float) -> str:
-    """8/255 for budgets in grey levels, 0.1 for round decimals."""
-    if round(eps, 3) == eps or abs(eps * 255 - round(eps * 255)) > 1e-6:
-        return f"{eps:g}"
-    return f"{round(eps * 255)}/255"
-
-
 def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Path,
              options: EvaluateOptions = EvaluateOptions(), progress: bool = True,
              stop_requested: StopRequested = never, model: nn.Module | None = None,
@@ -219,7 +127,7 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
                        "classifier", len(task.classes))
     if transfer is None and len(task.train_images):
         transfer = _train(task.train_images, task.train_labels, options,
-                          options.settings.seed + 1, "transfer control", len(task.classes))
+                          options.settings.seed + 1, TRANSFER, len(task.classes))
     result.seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -228,14 +136,14 @@ def evaluate(client: Client, task: Task, bases: dict[str, BasisSet], *, out: Pat
     y, main = task.test_labels, main_pgd_column(options)
     for column, images in result.sets.items():
         predicted = predict(model, images)
-        result.correct["none", column] = predicted == y
-        log.info("%s: undefended accuracy %.3f", column, result.correct["none", column].mean())
+        result.correct[NONE, column] = predicted == y
+        log.info("%s: undefended accuracy %.3f", column, result.correct[NONE, column].mean())
         if column in ("clean", main):  # for the plots
             result.predictions["clean" if column == "clean" else "adversarial"] = predicted
         if transfer is not None:
-            result.correct["transfer control", column] = predict(transfer, images) == y
+            result.correct[TRANSFER, column] = predict(transfer, images) == y
 
-    attacked = {"none": (model, torch.nn.Identity())}
+    attacked = {NONE: (model, torch.nn.Identity())}
     for row, basis in bases.items():
         scored = _score_csc_row(client, row, basis, model=model, task=task, sets=result.sets,
                                 options=options, out=out, progress=progress,
@@ -296,7 +204,7 @@ def _score_csc_row(client: Client, row: str, basis: BasisSet, *, model: nn.Modul
     seconds[f"reconstruct {row}"] = time.perf_counter() - clock
     classifiers = {row: model}
     if "train" in recs:
-        classifiers[f"{row}, retrained"] = _train(
+        classifiers[retrained(row)] = _train(
             recs.pop("train"), task.train_labels[train], options, settings.seed,
             f"classifier on {row} reconstructions", len(task.classes))
     predicted = {(name, column): predict(classifier, images)
@@ -319,7 +227,7 @@ def _attack_adaptively(client: Client, attacked: dict[str, tuple[nn.Module, nn.M
     settings, main = options.settings, options.main_eps
     images, labels = task.test_images, task.test_labels
     jobs = []  # (row, eps or None for the main attacks, start, future)
-    order = sorted(attacked, key=lambda row: not row.startswith("CSC"))
+    order = sorted(attacked, key=lambda row: not is_csc(row))
     shipped = {row: client.scatter(list(attacked[row]), hash=False) for row in order}
     result.adaptive_images = _subset(len(images), settings.bpda_images, settings.seed)
     result.sweep_images = _subset(len(images), settings.sweep_images, settings.seed)
@@ -408,7 +316,7 @@ def _collect(jobs: list, options: EvaluateOptions, result: Evaluation) -> None:
         else:
             result.sweep_fooled_at[row, eps] = fooled_at
             result.correct[row, sweep_column(eps)] = fooled_at == NEVER
-            transferred = result.correct.get((row, f"PGD {eps_label(eps)}"))
+            transferred = result.correct.get((row, pgd_column(eps)))
             if transferred is not None:
                 result.correct[row, sweep_worst_column(eps)] = (
                     (fooled_at == NEVER) & transferred[result.sweep_images])

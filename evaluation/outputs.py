@@ -11,45 +11,24 @@ import numpy as np
 from evaluation import checks, plots
 from evaluation.adaptive import accuracy_curve
 from evaluation.baselines import BASELINES
-from evaluation.flow import (
-    EvaluateOptions,
-    Evaluation,
+from evaluation.flow import Evaluation
+from evaluation.options import EvaluateOptions
+from evaluation.scores import lowpass_energy_share, records
+from evaluation.table import (
     adaptive_columns,
-    attack_columns,
-    autoattack_column,
     eps_label,
     exact_column,
+    is_adaptive,
     main_pgd_column,
     oblivious_apgd_column,
+    pgd_column,
+    summary_columns,
     sweep_column,
     sweep_worst_column,
+    table_layout,
 )
-from evaluation.scores import lowpass_energy_share, records
 from evaluation.tasks import Task
 from pipeline import __version__
-
-
-def table_layout(result: Evaluation, options: EvaluateOptions) -> tuple[list[str], list[str]]:
-    """The table's rows and columns, in order: every oblivious attack, then the adaptive ones
-    and the adaptive sweep."""
-    csc = list(result.reconstructions)
-    rows = ["none", "transfer control", *csc, *(f"{r}, retrained" for r in csc), *BASELINES]
-    rows = [row for row in rows if (row, "clean") in result.correct]  # those measured
-    columns = [c for c, _, _ in attack_columns(options)] + _adaptive(options)
-    return rows, (columns + [sweep_column(eps) for eps in options.sweep]
-                  + [sweep_worst_column(eps) for eps in options.sweep])
-
-
-def summary_columns(options: EvaluateOptions) -> list[str]:
-    """The main table at the main budget: clean, oblivious PGD and APGD, adaptive ones."""
-    return ["clean", main_pgd_column(options), oblivious_apgd_column(options),
-            *_adaptive(options)]
-
-
-def _adaptive(options: EvaluateOptions) -> list[str]:
-    """The main budget's adaptive columns, exact-gradient PGD before the worst case."""
-    bpda, both, worst = adaptive_columns(options)
-    return [bpda, both, autoattack_column(options), exact_column(options), worst]
 
 
 def sanity_checks(result: Evaluation, options: EvaluateOptions,
@@ -69,7 +48,7 @@ def sanity_checks(result: Evaluation, options: EvaluateOptions,
                                      result.gradient_cosine),
             *checks.gradient_masking(result.standing, result.exact_fooled_at),
             *checks.adaptive_not_weaker(result.correct, rows,
-                                        [(sweep_column(eps), f"PGD {label}")
+                                        [(sweep_column(eps), pgd_column(eps))
                                          for eps, label in labels.items()],
                                         result.sweep_images)]
 
@@ -81,7 +60,9 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
     ``bases`` maps each CSC row to the basis it used; ``command`` is the
     command line that ran the evaluation, recorded in the summary.
     """
-    rows, columns = table_layout(result, options)
+    rows, columns = table_layout(list(result.reconstructions),
+                                 {row for row, column in result.correct if column == "clean"},
+                                 options)
     cells = records(result.correct, rows, columns)
     write_csv(cells, out / "results.csv")
     found = sanity_checks(result, options, rows)
@@ -139,8 +120,7 @@ def results_markdown(cells: list[dict], rows: list[str], columns: list[str],
     """results.md: the main table, the sanity checks, the verdict, then every cell."""
     budget, sweep = options.budget, options.sweep_budget
     main = summary_columns(options)
-    oblivious = [c for c in columns if c not in main and not c.startswith("BPDA")
-                 and not c.startswith("worst")]
+    oblivious = [c for c in columns if c not in main and not is_adaptive(c)]
     swept = [sweep_column(eps) for eps in options.sweep]
     worst = [sweep_worst_column(eps) for eps in options.sweep]
     return "\n".join([

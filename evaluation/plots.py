@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from evaluation.table import TRANSFER, is_retrained  # noqa: E402
+
 
 def plot_accuracy_vs_eps(cells: list[dict], rows: list[str], epsilons: list[tuple[str, float]],
                          path: str | Path) -> None:
@@ -34,7 +36,7 @@ def plot_accuracy_vs_eps(cells: list[dict], rows: list[str], epsilons: list[tupl
             x = [eps for eps, _ in points]
             ax.errorbar(x, [c["accuracy"] for _, c in points], yerr=[c["se"] for _, c in points],
                         marker="o", capsize=2, label=row,
-                        linestyle="--" if "retrained" in row or row == "transfer control"
+                        linestyle="--" if is_retrained(row) or row == TRANSFER
                         else "-")
         ax.set_title(f"{attack} (L-inf), attacks made on the undefended classifier")
         ax.set_xlabel("epsilon")
@@ -59,7 +61,7 @@ def plot_adaptive_vs_eps(cells: list[dict], rows: list[str], sweep: list[tuple[s
             continue
         ax.errorbar([eps for eps, _ in points], [c["accuracy"] for _, c in points],
                     yerr=[c["se"] for _, c in points], marker="o", capsize=2, label=row,
-                    linestyle="--" if "retrained" in row else "-")
+                    linestyle="--" if is_retrained(row) else "-")
     ax.set_xscale("log", base=2)
     ax.set_xticks([eps for _, eps in sweep], [column.split()[-2] for column, _ in sweep])
     ax.minorticks_off()
@@ -75,7 +77,7 @@ def plot_convergence(curves: dict[str, np.ndarray], per_restart: int, path: str 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for row, curve in curves.items():
         ax.plot(np.arange(len(curve)), curve, label=row,
-                linestyle="--" if "retrained" in row else "-")
+                linestyle="--" if is_retrained(row) else "-")
     iterates = max(len(c) for c in curves.values()) - 1
     for start in range(1, iterates, per_restart):
         ax.axvline(start, color="grey", linestyle=":", linewidth=0.8)

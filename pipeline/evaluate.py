@@ -116,7 +116,7 @@ def prepare(args: argparse.Namespace, config: Config) -> Job:
     except ImportError:
         raise UserError("pipeline.evaluate needs the Adversarial Robustness Toolbox: "
                         "pip install -e \".[evaluate]\"") from None
-    from evaluation.flow import EvaluateOptions  # noqa: PLC0415 (ART is optional)
+    from evaluation.options import EvaluateOptions  # noqa: PLC0415 (ART is optional)
 
     paths = {"CSC one basis": resolve_basis_path(config.evaluate.one_basis),
              "CSC per-cluster": resolve_basis_path(config.evaluate.per_cluster)}
