@@ -7,18 +7,19 @@ that turns the config into a :class:`Job`, to :func:`run_command`, which
 loads the config, answers ``--print-config``, runs the job on the runtime
 and ends every run the same way:
 
-========  ===============================================================
-status    when
-========  ===============================================================
-0         the job finished (the job may return 1 itself, e.g. nothing done)
-1         the run failed: a worker, the scheduler, the store, or a bug in a
-          stage; one sentence, the traceback with ``-v``
-          (or it stopped for a stated reason, :class:`pipeline.errors.RunStopped`)
-2         an error the user can fix (:class:`pipeline.errors.UserError`:
-          config, data set, basis, store, scheduler address), one sentence
-130       interrupted (Ctrl-C): the job's ``kept`` says what survives and
-          how to go on
-========  ===============================================================
+- ``0``: the job finished (a job may return 1 itself, e.g. when nothing was
+  done);
+- ``1``: the run failed: a worker, the scheduler, the store, or a bug in a
+  stage; one sentence, the traceback with ``-v`` (or it stopped for a stated
+  reason, :class:`pipeline.errors.RunStopped`);
+- ``2``: an error the user can fix (:class:`pipeline.errors.UserError`:
+  config, data set, basis, store, scheduler address), one sentence that
+  names the file;
+- ``130``: interrupted (Ctrl-C): the job's ``kept`` says what survives and
+  how to go on.
+
+This list is the only statement of the exit statuses; each command adds
+only what is its own.
 
 The first Ctrl-C does not raise inside Dask's client code: it sets a flag
 that the flows ask between results (:mod:`flows.waiting`), so the work in

@@ -29,9 +29,8 @@ retrained rows, as the command has no training set to retrain on.  Settings
 come from the config's ``evaluate`` and ``csc`` sections; the flags are
 shortcuts for them.
 
-Needs ART: ``pip install -e ".[evaluate]"``.  Exit status (:mod:`pipeline.cli`):
-0 done; 1 the run failed (a worker, the scheduler, a bug); 2 an error found
-before any work (one sentence); 130 interrupted.
+Needs ART and AutoAttack: ``pip install -e ".[evaluate]"``.  Exit status: as
+every command's (:mod:`pipeline.cli`).
 """
 
 from __future__ import annotations

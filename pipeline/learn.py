@@ -7,13 +7,10 @@ basis set folder (see :func:`pipeline.basis.save_basis_set`) with PNG plots,
 and prints the command that reconstructs with it.  ``--clusters 1`` is the
 one-basis method (no DAE, no clustering).
 
-Exit status (:mod:`pipeline.cli`): 0 done; 2 an error found before or during
-learning (config, data set, a cluster too small, an unreachable scheduler),
-printed as one sentence; 1 when the run failed (a task failing on every
-worker it was tried on, the scheduler lost); 130 interrupted.  The set is
-written only after every cluster's dictionary is learned, its manifest last,
-so a failed or interrupted run never leaves a folder that loads as a basis
-set.
+Exit status: as every command's (:mod:`pipeline.cli`); a cluster too small
+to learn from is a 2.  The set is written only after every cluster's
+dictionary is learned, its manifest last, so a failed or interrupted run
+never leaves a folder that loads as a basis set.
 """
 
 from __future__ import annotations

@@ -5,13 +5,11 @@ a YAML path.  The command parses, loads the config, checks the data set, the
 basis and the store before any worker starts, and calls
 :func:`flows.reconstruct.reconstruct_dataset`.
 
-Exit status (:mod:`pipeline.cli`): 0 when the run finished and at least one
-image is in the store, even if some files could not be read (they are listed
-in the store and the summary, and a re-run retries them); 1 when ``--strict``
-stopped at a bad image, when no image at all could be reconstructed, or when
-the run failed (a worker, the scheduler or the store); 2 for an error found
-before any work (config, data set, basis, store, another run holding the
-store); 130 when interrupted.  After 1 or 130, the same command resumes.
+Exit status: as every command's (:mod:`pipeline.cli`).  Files that could not
+be read do not fail a run (they are listed in the store and the summary, and
+a re-run retries them); 1 also when ``--strict`` stopped at a bad image or no
+image at all could be reconstructed.  After 1 or 130, the same command
+resumes.
 """
 
 from __future__ import annotations
