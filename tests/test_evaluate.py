@@ -139,8 +139,8 @@ def test_art_adapter_defends_inside_pytorch_classifier_and_an_art_attack_uses_it
     assert delta.max() <= eps + 1e-6 and (delta > eps / 2).mean() > 0.5  # a real gradient step
 
 
-SMALL = {"scenes": dict(train_per_class=200, test_per_class=15),
-         "digits": dict(test_size=150)}
+SMALL = {"scenes": dict(train_per_class=200, test_per_class=10),
+         "digits": dict(test_size=100)}
 
 
 @pytest.fixture(scope="module")
@@ -159,13 +159,14 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     from evaluation.outputs import sanity_checks, write_outputs
 
     task = (scenes if name == "scenes" else digits)(**SMALL[name])
-    # Smaller than the command's defaults: one basis set, 300 images to retrain on, the
-    # adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep with 10 steps.
-    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=300, bpda_images=20,
+    # Smaller than the command's defaults: 100 test images, one basis set, 200 images to
+    # retrain on, the adaptive attacks on 20 images with 20 steps x 2 restarts, the sweep
+    # with 10 steps at three of its budgets (the largest among them).
+    settings = EvaluateConfig(pgd_steps=10, epochs=10, retrain_images=200, bpda_images=20,
                               bpda_steps=20, bpda_restarts=2, apgd_steps=5, target_classes=1,
                               square_queries=20, sweep_steps=10, sweep_images=20,
                               exact_steps=2)
-    options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name])
+    options = EvaluateOptions(settings, CSCOptions(), EPSILONS[name], SWEEP[name][1::2])
     bases = {"CSC per-cluster": open_bases(STRATIFIED_SET)}
     result = evaluate(workers, task, bases, out=tmp_path, options=options, progress=False)
     label = "8/255" if name == "scenes" else "0.1"
@@ -215,7 +216,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     # (made on the undefended classifier), per image, on the sweep's images.
     assert len(result.sweep_images) == 20
     for row in adaptive:
-        for eps in SWEEP[name]:
+        for eps in options.sweep:
             label = eps_label(eps)
             worst = result.correct[row, f"worst case {label} sweep"]
             assert np.all(worst <= result.correct[row, f"BPDA-PGD {label} sweep"])
@@ -224,7 +225,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     not_weaker = [c for c in checks if "(same " in c.text]
     largest = [c for c in checks if "at " + SWEEP_LABELS[name] in c.text]
     csc_rows = [row for row in adaptive if row.startswith("CSC")]
-    assert len(not_weaker) == (2 + len(SWEEP[name])) * len(adaptive) + len(csc_rows)
+    assert len(not_weaker) == (2 + len(options.sweep)) * len(adaptive) + len(csc_rows)
     assert len(largest) == len(adaptive)
     assert len([c for c in checks if "cosine between the exact and the BPDA" in c.text]) \
         == len(csc_rows)
