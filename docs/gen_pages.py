@@ -13,7 +13,7 @@ import ast
 import dataclasses
 import inspect
 import re
-import textwrap
+import sys
 import typing
 from pathlib import Path
 
@@ -22,17 +22,12 @@ import yaml
 
 from pipeline.config import Config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from griffe_roles import markdown as rst_to_markdown  # noqa: E402  (beside this file)
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "flows", "evaluation")
 NOT_DOCUMENTED = {"pipeline.__init__", "flows.__init__", "evaluation.__init__"}
-
-
-def rst_to_markdown(text: str) -> str:
-    """The docstrings' reStructuredText roles and literals, as Markdown code."""
-    text = re.sub(r":(?:class|func|mod|data|meth|attr):`~?([^`]+)`", r"`\1`", text)
-    text = re.sub(r":math:`([^`]+)`", r"`\1`", text)
-    text = re.sub(r"\[(\d+)\]_", r"[\1]", text)  # citations
-    return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
 def attribute_notes(cls: type) -> tuple[str, dict[str, str]]:
@@ -50,10 +45,7 @@ def attribute_notes(cls: type) -> tuple[str, dict[str, str]]:
             notes[key] = ""
         elif key:
             notes[key] = (notes[key] + " " + line.strip()).strip()
-    prose = re.sub(r"\.\. math::\n((?:   .*\n?)+)",  # after the roles: ``` is no literal
-                   lambda m: "```text\n" + textwrap.dedent(m.group(1)) + "```\n",
-                   rst_to_markdown(prose.strip()))
-    return prose, {k: rst_to_markdown(v) for k, v in notes.items()}
+    return rst_to_markdown(prose.strip()), {k: rst_to_markdown(v) for k, v in notes.items()}
 
 
 def type_name(hint: typing.Any) -> str:

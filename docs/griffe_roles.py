@@ -25,7 +25,7 @@ def markdown(text: str) -> str:
     text = _CITATION.sub(r"[\1]", text)
     return _MATH_BLOCK.sub(
         lambda m: "```text\n" + "\n".join(line.strip() for line in m.group(1).strip("\n")
-                                            .splitlines()) + "\n```\n", text)
+                                            .splitlines()) + "\n```\n\n", text)
 
 
 class RolesToMarkdown(griffe.Extension):
