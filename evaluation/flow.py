@@ -55,6 +55,7 @@ from evaluation.table import (
     retrained,
     sweep_column,
     sweep_worst_column,
+    table_layout,
 )
 from evaluation.tasks import Task
 from flows.reconstruct import StoreTarget, reconstruct_dataset
@@ -96,6 +97,11 @@ class Evaluation:
     adaptive_images: np.ndarray = field(default_factory=lambda: np.arange(0))
     sweep_images: np.ndarray = field(default_factory=lambda: np.arange(0))
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def layout(self, options: EvaluateOptions) -> tuple[list[str], list[str]]:
+        """The table's rows (those measured) and columns, in order (:func:`table_layout`)."""
+        measured = {row for row, column in self.correct if column == "clean"}
+        return table_layout(list(self.reconstructions), measured, options)
 
 
 @dataclass(kw_only=True)

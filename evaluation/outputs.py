@@ -25,7 +25,6 @@ from evaluation.table import (
     summary_columns,
     sweep_column,
     sweep_worst_column,
-    table_layout,
 )
 from evaluation.tasks import Task
 from pipeline import __version__
@@ -60,9 +59,7 @@ def write_outputs(task: Task, result: Evaluation, options: EvaluateOptions, out:
     ``bases`` maps each CSC row to the basis it used; ``command`` is the
     command line that ran the evaluation, recorded in the summary.
     """
-    rows, columns = table_layout(list(result.reconstructions),
-                                 {row for row, column in result.correct if column == "clean"},
-                                 options)
+    rows, columns = result.layout(options)
     cells = records(result.correct, rows, columns)
     write_csv(cells, out / "results.csv")
     found = sanity_checks(result, options, rows)

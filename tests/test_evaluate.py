@@ -15,7 +15,7 @@ from evaluation.classifier import SmallCNN, to_tensor
 from evaluation.defense import CSCDefense
 from evaluation.flow import evaluate
 from evaluation.options import EPSILONS, SWEEP, EvaluateOptions
-from evaluation.table import eps_label, table_layout
+from evaluation.table import eps_label
 from evaluation.tasks import TEXTURES, digits, load_task, scenes
 from flows.reconstruct import StoreTarget, reconstruct_dataset
 from pipeline.basis import DEFAULT_BASIS, STRATIFIED_SET, open_bases
@@ -180,9 +180,7 @@ def test_small_seeded_run_of_each_task(workers, name, tmp_path):
     for row in bases:
         assert accuracy(row, main) - accuracy("none", main) >= 0.05
         assert abs(accuracy(row, "clean") - accuracy("none", "clean")) <= 0.06
-    rows, columns = table_layout(list(result.reconstructions),
-                                 {row for row, column in result.correct if column == "clean"},
-                                 options)
+    rows, columns = result.layout(options)
     assert rows == ["none", "transfer control", "CSC per-cluster",
                     "CSC per-cluster, retrained", "JPEG q75", "median 3x3", "bit depth 3", "TV"]
     assert columns[:2] == ["clean", "FGSM " + EPSILONS_LABELS[name][0]]
